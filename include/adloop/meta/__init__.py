@@ -1,0 +1,1 @@
+"""Meta APIs: the Conversions API sender (audiences and insights arrive with their issues)."""
