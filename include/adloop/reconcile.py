@@ -1,0 +1,454 @@
+"""The nightly reconciliation: what Stripe says was paid, against what Meta was sent.
+
+Each public function is one task of the `stripe_capi_reconciliation` DAG and returns only counts
+(they travel through XCom, which the Airflow UI shows). Everything else, including the plan, lives
+in the warehouse, so a retried or cleared task starts from what is recorded there:
+
+    extract_conversions -> plan_backfill -> send_backfill -> verify_backfill -> finish_run
+
+The window of a run comes from its data interval or its Params. The one clock reading is Meta's
+own rule: an event can be sent only within 7 days of it happening, measured when it is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, bindparam, case, delete, exists, func, not_, or_, select, update
+
+from adloop import events
+from adloop.settings import Settings
+from adloop.stripe_source import RecordProblem, Window, iter_conversions, stripe_client
+from adloop.warehouse import connect, ensure_schema, upsert_rows
+from adloop.warehouse.schema import (
+    backfill_plan,
+    capi_events,
+    consent_opt_outs,
+    quarantine,
+    reconciliation_runs,
+    stripe_conversions,
+)
+
+log = logging.getLogger(__name__)
+
+CHUNK_ROWS = 5_000
+# Leave this much of Meta's 7 days unused, so an event planned at the edge is not rejected
+# (with its whole batch) for having aged during the run.
+EXPIRY_MARGIN_SECONDS = 3600
+EXPIRING_SOON_SECONDS = 24 * 3600
+HASHED_KEYS = ("em", "ph", "fn", "ln", "ct", "st", "zp", "country", "external_id")
+
+EXCLUSION_REASONS = (
+    "test_mode",
+    "unpaid",
+    "zero_amount",
+    "fully_refunded",
+    "opted_out",
+    "no_customer_data",
+    "quarantined_earlier",
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _start_run(conn, run_id: str, window: Window, dry_run: bool) -> None:
+    upsert_rows(
+        conn,
+        reconciliation_runs,
+        [
+            {
+                "run_id": run_id,
+                "window_start": datetime.fromtimestamp(window.start, UTC),
+                "window_end": datetime.fromtimestamp(window.end, UTC),
+                "dry_run": dry_run,
+                "status": "extracting",
+                "started_at": _now(),
+            }
+        ],
+        update=["window_start", "window_end", "dry_run", "status", "started_at"],
+    )
+
+
+def _set_run(conn, run_id: str, **values) -> None:
+    conn.execute(update(reconciliation_runs).where(reconciliation_runs.c.run_id == run_id).values(**values))
+
+
+# --- extract -----------------------------------------------------------------------------------
+
+
+def extract_conversions(
+    settings: Settings, window: Window, run_id: str, *, dry_run: bool = False, client=None
+) -> dict:
+    """Land the window's conversions in `stripe_conversions`, hashed as they are read."""
+    engine = connect(settings.warehouse_url)
+    ensure_schema(engine)
+    client = client or stripe_client(settings.stripe)
+    with engine.begin() as conn:
+        _start_run(conn, run_id, window, dry_run)
+
+    problems: list[RecordProblem] = []
+    counts: Counter = Counter()
+    chunk: list[dict] = []
+    for conversion in iter_conversions(client, window, on_problem=problems.append):
+        chunk.append(conversion)
+        if len(chunk) >= CHUNK_ROWS:
+            counts.update(_land_chunk(engine, chunk, run_id, settings.default_country))
+            chunk = []
+    counts.update(_land_chunk(engine, chunk, run_id, settings.default_country))
+
+    with engine.begin() as conn:
+        for p in problems:
+            log.warning("extract: quarantined %s %s: %s", p.record_type, p.record_id, p.reason)
+        if problems:
+            now = _now()
+            conn.execute(
+                quarantine.insert(),
+                [
+                    {"run_id": run_id, "stage": "extract", "record_type": p.record_type,
+                     "record_id": p.record_id, "reason": p.reason, "detected_at": now}
+                    for p in problems
+                ],
+            )
+        _set_run(conn, run_id, found=counts["found"], quarantined_at_extraction=len(problems),
+                 status="extracted")
+    log.info(
+        "extract %s: %s conversions (%s Purchase, %s Subscribe), %s with unusable customer fields, "
+        "%s quarantined",
+        window.describe(), counts["found"], counts[events.PURCHASE], counts[events.SUBSCRIBE],
+        counts["hash_errors"], len(problems),
+    )
+    return {"found": counts["found"], "quarantined": len(problems), "hash_errors": counts["hash_errors"]}
+
+
+def _land_chunk(engine, chunk: list[dict], run_id: str, default_country: str) -> Counter:
+    """Hash one chunk's customer fields and upsert it; the clear fields die with the chunk."""
+    if not chunk:
+        return Counter()
+    import pandas as pd
+
+    from adloop import identity
+
+    hashed = identity.hash_frame(pd.DataFrame([c.pop("clear") for c in chunk]), default_country=default_country)
+    now = _now()
+    rows = []
+    counts: Counter = Counter(found=len(chunk))
+    for conversion, keys in zip(chunk, hashed.to_dict("records"), strict=True):
+        row = dict(conversion)
+        for key in HASHED_KEYS:
+            value = keys.get(key)
+            row[key] = value if isinstance(value, str) and value else None
+        errors = keys.get("errors") or None
+        row.update(
+            value=events.to_major_units(row["amount_minor"], row["currency"]),
+            hash_errors=errors,
+            normalization_version=identity.NORMALIZATION_VERSION,
+            run_id=run_id,
+            extracted_at=now,
+        )
+        counts[row["event_name"]] += 1
+        counts["hash_errors"] += bool(errors)
+        rows.append(row)
+    with engine.begin() as conn:
+        upsert_rows(conn, stripe_conversions, rows)
+    return counts
+
+
+# --- plan --------------------------------------------------------------------------------------
+
+
+def plan_backfill(settings: Settings, run_id: str, *, as_of: datetime | None = None) -> dict:
+    """Decide, in one INSERT ... SELECT, what happens to each conversion the run extracted.
+
+    The diff against the ledger is an anti-join in the warehouse, so planning a million
+    conversions costs one query, not a million lookups.
+    """
+    engine = connect(settings.warehouse_url)
+    as_of = as_of or _now()
+    min_sendable = int(as_of.timestamp()) - events.CAPI_MAX_EVENT_AGE_SECONDS + EXPIRY_MARGIN_SECONDS
+    soon = min_sendable + EXPIRING_SOON_SECONDS
+
+    c, e, o = stripe_conversions, capi_events, consent_opt_outs
+    opted_out = exists().where(
+        or_(
+            and_(o.c.key_type == "em", o.c.key_value == c.c.em),
+            and_(o.c.key_type == "customer_id", o.c.key_value == c.c.customer_id),
+        )
+    )
+    no_keys = and_(*(c.c[k].is_(None) for k in ("em", "ph", "external_id")), c.c.fbp.is_(None), c.c.fbc.is_(None))
+    # Order matters: a test-mode session is "test_mode" even if it was also refunded.
+    exclusions = [
+        (not_(c.c.livemode), "test_mode"),
+        (c.c.payment_status != "paid", "unpaid"),
+        (c.c.amount_minor <= 0, "zero_amount"),
+        (c.c.amount_refunded_minor >= c.c.amount_minor, "fully_refunded"),
+        (opted_out, "opted_out"),
+        (no_keys, "no_customer_data"),
+        (e.c.status == "quarantined", "quarantined_earlier"),
+    ]
+    decision = case(
+        *((cond, "excluded") for cond, _ in exclusions),
+        (e.c.status == "sent", "already_sent"),
+        (or_(e.c.status == "expired", c.c.event_time < min_sendable), "expired"),
+        else_="send",
+    )
+    reason = case(*exclusions, else_=None)
+    expiring_soon = case((and_(decision == "send", c.c.event_time < soon), True), else_=False)
+    diff = (
+        select(
+            bindparam("run_id", run_id).label("run_id"),
+            c.c.event_id,
+            c.c.event_name,
+            decision.label("decision"),
+            reason.label("reason"),
+            expiring_soon.label("expiring_soon"),
+            c.c.event_time,
+        )
+        .select_from(c.outerjoin(e, and_(e.c.event_id == c.c.event_id, e.c.event_name == c.c.event_name)))
+        .where(c.c.run_id == run_id)
+    )
+    with engine.begin() as conn:
+        conn.execute(delete(backfill_plan).where(backfill_plan.c.run_id == run_id))
+        conn.execute(
+            backfill_plan.insert().from_select(
+                ["run_id", "event_id", "event_name", "decision", "reason", "expiring_soon", "event_time"], diff
+            )
+        )
+        summary = plan_summary(conn, run_id)
+        _set_run(
+            conn, run_id, as_of=as_of, status="planned",
+            already_sent=summary["already_sent"], to_send=summary["send"],
+            expiring_soon=summary["expiring_soon"], expired=summary["expired"],
+            excluded=summary["excluded"], excluded_by_reason=json.dumps(summary["excluded_by_reason"]),
+        )
+    log.info(
+        "plan: %s to send (%s expiring within 24 h), %s already sent, %s expired, %s excluded %s",
+        summary["send"], summary["expiring_soon"], summary["already_sent"], summary["expired"],
+        summary["excluded"], summary["excluded_by_reason"],
+    )
+    return summary | {"min_sendable_ts": min_sendable}
+
+
+def plan_summary(conn, run_id: str) -> dict:
+    p = backfill_plan
+    rows = conn.execute(
+        select(p.c.decision, p.c.reason, func.count(), func.sum(case((p.c.expiring_soon, 1), else_=0)))
+        .where(p.c.run_id == run_id)
+        .group_by(p.c.decision, p.c.reason)
+    ).all()
+    summary = {"send": 0, "already_sent": 0, "expired": 0, "excluded": 0, "expiring_soon": 0}
+    by_reason: dict[str, int] = {}
+    for decision, reason, n, soon in rows:
+        summary[decision] = summary.get(decision, 0) + n
+        if decision == "send":
+            summary["expiring_soon"] += int(soon or 0)
+        if reason:
+            by_reason[reason] = n
+    summary["excluded_by_reason"] = dict(sorted(by_reason.items()))
+    return summary
+
+
+# --- send --------------------------------------------------------------------------------------
+
+
+def _pending_batches(engine, run_id: str, batch_size: int):
+    """The plan's sendable events not yet settled in the ledger, oldest first, a batch at a time.
+
+    Keyset pagination on (event_time, event_id) keeps each query small and the memory flat, and
+    re-reading the ledger for every batch means events another sender settled meanwhile (the
+    webhook) are skipped.
+    """
+    p, c, e = backfill_plan, stripe_conversions, capi_events
+    cols = [c.c[name] for name in (
+        "event_id", "event_name", "event_time", "action_source", "event_source_url", "client_user_agent",
+        "client_ip_address", "fbp", "fbc", "currency", "value", *HASHED_KEYS)]
+    base = (
+        select(*cols)
+        .select_from(
+            p.join(c, and_(c.c.event_id == p.c.event_id, c.c.event_name == p.c.event_name)).outerjoin(
+                e, and_(e.c.event_id == p.c.event_id, e.c.event_name == p.c.event_name)
+            )
+        )
+        .where(p.c.run_id == run_id, p.c.decision == "send")
+        .where(or_(e.c.status.is_(None), e.c.status.in_(("pending", "in_flight"))))
+        .order_by(c.c.event_time, c.c.event_id)
+        .limit(batch_size)
+    )
+    last = None
+    while True:
+        query = base
+        if last is not None:
+            query = query.where(
+                or_(c.c.event_time > last[0], and_(c.c.event_time == last[0], c.c.event_id > last[1]))
+            )
+        with engine.connect() as conn:
+            batch = [dict(r._mapping) for r in conn.execute(query)]
+        if not batch:
+            return
+        yield batch
+        last = (batch[-1]["event_time"], batch[-1]["event_id"])
+
+
+def send_backfill(
+    settings: Settings,
+    run_id: str,
+    *,
+    dry_run: bool = False,
+    batch_size: int = events.CAPI_MAX_EVENTS_PER_REQUEST,
+    sender=None,
+    clock=_now,
+) -> dict:
+    """Send the plan's events to CAPI, writing the ledger before and after every request."""
+    engine = connect(settings.warehouse_url)
+    if dry_run:
+        with engine.begin() as conn:
+            summary = plan_summary(conn, run_id)
+            _set_run(conn, run_id, status="dry_run", backfilled=0, quarantined=0, capi_requests=0)
+        log.info("send: dry run, %s events would be sent; nothing was sent", summary["send"])
+        return {"sent": 0, "quarantined": 0, "expired": 0, "requests": 0, "would_send": summary["send"]}
+
+    batch_size = min(batch_size, events.CAPI_MAX_EVENTS_PER_REQUEST)
+    if sender is None:
+        from adloop.meta.capi import CapiSender
+
+        sender = CapiSender(settings.meta)
+    pixel_id = sender.cfg.pixel_id
+    counts: Counter = Counter()
+
+    def on_sent(rows: Sequence[dict], fbtrace_id: str | None) -> None:
+        _settle(engine, rows, status="sent", fbtrace_id=fbtrace_id, error=None)
+        counts["sent"] += len(rows)
+
+    def on_rejected(row: dict, error) -> None:
+        message = error.describe()
+        log.warning("send: quarantined %s %s: %s", row["event_name"], row["event_id"], message)
+        _settle(engine, [row], status="quarantined", fbtrace_id=error.fbtrace_id, error=message)
+        with engine.begin() as conn:
+            conn.execute(quarantine.insert().values(
+                run_id=run_id, stage="send", record_type=row["event_name"], record_id=row["event_id"],
+                reason=message, detected_at=_now()))
+        counts["quarantined"] += 1
+
+    for batch in _pending_batches(engine, run_id, batch_size):
+        # The batch may have aged since planning; one stale event would sink the whole request.
+        min_sendable = int(clock().timestamp()) - events.CAPI_MAX_EVENT_AGE_SECONDS + EXPIRY_MARGIN_SECONDS
+        stale = [r for r in batch if r["event_time"] < min_sendable]
+        fresh = [r for r in batch if r["event_time"] >= min_sendable]
+        if stale:
+            _mark(engine, stale, run_id, pixel_id, status="expired",
+                  error="older than Meta's 7-day limit when its turn to be sent came")
+            counts["expired"] += len(stale)
+        if not fresh:
+            continue
+        batch_id = uuid.uuid4().hex[:16]
+        _mark(engine, fresh, run_id, pixel_id, status="in_flight", batch_id=batch_id)
+        sender.deliver(fresh, on_sent=on_sent, on_rejected=on_rejected)
+
+    counts["requests"] = sender.stats.requests
+    with engine.begin() as conn:
+        _set_run(conn, run_id, status="sent", backfilled=counts["sent"], quarantined=counts["quarantined"],
+                 capi_requests=counts["requests"])
+    log.info(
+        "send: %s sent, %s quarantined, %s expired while waiting, in %s requests (%s retries)",
+        counts["sent"], counts["quarantined"], counts["expired"], counts["requests"], sender.stats.retries,
+    )
+    return {k: counts[k] for k in ("sent", "quarantined", "expired", "requests")}
+
+
+def _mark(engine, rows, run_id, pixel_id, *, status, batch_id=None, error=None) -> None:
+    """Write ledger rows for events about to be sent (or given up), counting the attempt."""
+    from adloop.warehouse.db import _insert_for
+
+    now = _now()
+    stmt = _insert_for(engine, capi_events)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["event_id", "event_name"],
+        set_={
+            "status": stmt.excluded.status,
+            "attempts": capi_events.c.attempts + (1 if status == "in_flight" else 0),
+            "batch_id": stmt.excluded.batch_id,
+            "run_id": stmt.excluded.run_id,
+            "last_attempt_at": stmt.excluded.last_attempt_at,
+            "error": stmt.excluded.error,
+        },
+    )
+    values = [
+        {
+            "event_id": r["event_id"], "event_name": r["event_name"], "pixel_id": pixel_id,
+            "source": "backfill", "status": status, "event_time": r["event_time"],
+            "attempts": 1 if status == "in_flight" else 0, "batch_id": batch_id, "run_id": run_id,
+            "first_attempt_at": now, "last_attempt_at": now, "error": error,
+        }
+        for r in rows
+    ]
+    with engine.begin() as conn:
+        conn.execute(stmt, values)
+
+
+def _settle(engine, rows, *, status, fbtrace_id, error) -> None:
+    stmt = (
+        update(capi_events)
+        .where(capi_events.c.event_id == bindparam("k_id"), capi_events.c.event_name == bindparam("k_name"))
+        .values(status=status, fbtrace_id=fbtrace_id, error=error,
+                sent_at=_now() if status == "sent" else None)
+    )
+    with engine.begin() as conn:
+        conn.execute(stmt, [{"k_id": r["event_id"], "k_name": r["event_name"]} for r in rows])
+
+
+# --- verify and finish -------------------------------------------------------------------------
+
+
+class VerificationFailed(RuntimeError):
+    pass
+
+
+def verify_backfill(settings: Settings, run_id: str, *, dry_run: bool = False) -> dict:
+    """Every conversion the plan said to send is now sent, quarantined or expired in the ledger."""
+    engine = connect(settings.warehouse_url)
+    p, e = backfill_plan, capi_events
+    status = func.coalesce(e.c.status, "missing")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(status, func.count())
+            .select_from(p.outerjoin(e, and_(e.c.event_id == p.c.event_id, e.c.event_name == p.c.event_name)))
+            .where(p.c.run_id == run_id, p.c.decision == "send")
+            .group_by(status)
+        ).all()
+        by_status = {s: n for s, n in rows}
+        unsettled = conn.execute(
+            select(p.c.event_name, p.c.event_id)
+            .select_from(p.outerjoin(e, and_(e.c.event_id == p.c.event_id, e.c.event_name == p.c.event_name)))
+            .where(p.c.run_id == run_id, p.c.decision == "send")
+            .where(or_(e.c.status.is_(None), e.c.status.in_(("pending", "in_flight"))))
+            .limit(10)
+        ).all()
+    if unsettled and not dry_run:
+        total = by_status.get("missing", 0) + by_status.get("pending", 0) + by_status.get("in_flight", 0)
+        sample = ", ".join(f"{n} {i}" for n, i in unsettled)
+        raise VerificationFailed(
+            f"{total} planned events are neither sent nor quarantined (e.g. {sample}); "
+            "clear send_backfill to resend them: the ledger keeps what was already sent"
+        )
+    log.info("verify: %s", by_status)
+    return by_status
+
+
+def finish_run(settings: Settings, run_id: str, *, dry_run: bool = False) -> dict:
+    engine = connect(settings.warehouse_url)
+    with engine.begin() as conn:
+        _set_run(conn, run_id, status="dry_run" if dry_run else "verified", finished_at=_now())
+        row = conn.execute(select(reconciliation_runs).where(reconciliation_runs.c.run_id == run_id)).one()
+    record = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row._mapping.items()}
+    log.info(
+        "reconciliation %s: %s found, %s already sent, %s backfilled, %s quarantined, %s expired, %s excluded",
+        run_id, record["found"], record["already_sent"], record["backfilled"], record["quarantined"],
+        record["expired"], record["excluded"],
+    )
+    return record
