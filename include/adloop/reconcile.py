@@ -300,7 +300,7 @@ def send_backfill(
     run_id: str,
     *,
     dry_run: bool = False,
-    batch_size: int = events.CAPI_MAX_EVENTS_PER_REQUEST,
+    batch_size: int | None = None,
     sender=None,
     clock=_now,
 ) -> dict:
@@ -313,11 +313,11 @@ def send_backfill(
         log.info("send: dry run, %s events would be sent; nothing was sent", summary["send"])
         return {"sent": 0, "quarantined": 0, "expired": 0, "requests": 0, "would_send": summary["send"]}
 
-    batch_size = min(batch_size, events.CAPI_MAX_EVENTS_PER_REQUEST)
     if sender is None:
         from adloop.meta.capi import CapiSender
 
         sender = CapiSender(settings.meta)
+    batch_size = min(batch_size or sender.cfg.batch_size, events.CAPI_MAX_EVENTS_PER_REQUEST)
     pixel_id = sender.cfg.pixel_id
     counts: Counter = Counter()
 
@@ -352,13 +352,35 @@ def send_backfill(
 
     counts["requests"] = sender.stats.requests
     with engine.begin() as conn:
-        _set_run(conn, run_id, status="sent", backfilled=counts["sent"], quarantined=counts["quarantined"],
-                 capi_requests=counts["requests"])
+        _set_run(conn, run_id, status="sent", **_settled_counts(conn, run_id),
+                 # A retried task adds its requests to those of the attempts before it.
+                 capi_requests=func.coalesce(reconciliation_runs.c.capi_requests, 0) + counts["requests"])
     log.info(
         "send: %s sent, %s quarantined, %s expired while waiting, in %s requests (%s retries)",
         counts["sent"], counts["quarantined"], counts["expired"], counts["requests"], sender.stats.retries,
     )
     return {k: counts[k] for k in ("sent", "quarantined", "expired", "requests")}
+
+
+def _settled_counts(conn, run_id: str) -> dict:
+    """The run's outcome as the ledger records it, so retried attempts add up correctly."""
+    p, e = backfill_plan, capi_events
+    by_status = dict(
+        conn.execute(
+            select(e.c.status, func.count())
+            .select_from(p.join(e, and_(e.c.event_id == p.c.event_id, e.c.event_name == p.c.event_name)))
+            .where(p.c.run_id == run_id, p.c.decision == "send", e.c.run_id == run_id)
+            .group_by(e.c.status)
+        ).all()
+    )
+    planned_expired = conn.execute(
+        select(func.count()).where(p.c.run_id == run_id, p.c.decision == "expired")
+    ).scalar_one()
+    return {
+        "backfilled": by_status.get("sent", 0),
+        "quarantined": by_status.get("quarantined", 0),
+        "expired": planned_expired + by_status.get("expired", 0),
+    }
 
 
 def _mark(engine, rows, run_id, pixel_id, *, status, batch_id=None, error=None) -> None:
@@ -371,6 +393,7 @@ def _mark(engine, rows, run_id, pixel_id, *, status, batch_id=None, error=None) 
         index_elements=["event_id", "event_name"],
         set_={
             "status": stmt.excluded.status,
+            "source": stmt.excluded.source,  # who delivers it now: a stalled webhook send is taken over
             "attempts": capi_events.c.attempts + (1 if status == "in_flight" else 0),
             "batch_id": stmt.excluded.batch_id,
             "run_id": stmt.excluded.run_id,

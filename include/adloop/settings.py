@@ -30,6 +30,8 @@ class MetaSettings:
     test_event_code: str | None = None
     # Meta suggests a short client timeout; a batch of 1,000 events needs a little more.
     timeout_seconds: float = 10.0
+    # Meta's maximum; smaller only to exercise multi-batch runs in tests.
+    batch_size: int = 1000
     max_attempts: int = 6
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 60.0

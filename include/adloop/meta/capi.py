@@ -148,11 +148,15 @@ class CapiSender:
                 # safe because Meta drops an event_id + event_name it saw within 48 hours.
                 reason = f"{type(exc).__name__} after {self.cfg.timeout_seconds} s"
             else:
-                body = response.json() or {}
-                self.stats.sent += int(body.get("events_received") or 0)
-                self.stats.fbtrace_ids.append(body.get("fbtrace_id"))
-                self._pause(usage_wait_seconds(response.headers()))
-                return None
+                body = response.json()
+                # The SDK calls any non-JSON body a success (an HTML 502 from a proxy, say), so
+                # only a 2xx that reports the events received counts as delivered.
+                if 200 <= response.status() < 300 and isinstance(body, dict) and "events_received" in body:
+                    self.stats.sent += int(body["events_received"] or 0)
+                    self.stats.fbtrace_ids.append(body.get("fbtrace_id"))
+                    self._pause(usage_wait_seconds(response.headers()))
+                    return None
+                reason = f"HTTP {response.status()} without events_received"
             if attempt == self.cfg.max_attempts:
                 break
             self.stats.retries += 1
@@ -167,6 +171,9 @@ class CapiSender:
         )
 
     def _pause(self, seconds: float) -> None:
+        # Never longer than the backoff cap: when Meta asks for more (an hour to regain access),
+        # the attempts run out and the task's own retry, minutes later, takes over.
+        seconds = min(seconds, self.cfg.backoff_max_seconds)
         if seconds > 0:
             self.stats.waited_seconds += seconds
             self._sleep(seconds)

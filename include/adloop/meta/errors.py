@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 613}) | frozenset(range(80000, 80015))
 THROTTLE_CODES = frozenset({4, 17, 32, 613}) | frozenset(range(80000, 80015))
 # The token is expired or invalid, or lacks a permission: retrying cannot help, a person must act.
-TOKEN_CODES = frozenset({102, 190})
+TOKEN_CODES = frozenset({102, 104, 190})
 PERMISSION_CODES = frozenset({3, 10}) | frozenset(range(200, 300))
 # An invalid parameter: with CAPI, one bad event rejects the whole request.
 INVALID_PARAMETER = 100

@@ -8,8 +8,6 @@ from functools import lru_cache
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 
-from adloop.warehouse.schema import metadata
-
 
 @lru_cache(maxsize=8)
 def connect(url: str) -> Engine:
@@ -38,6 +36,8 @@ def ensure_schema(engine: Engine) -> None:
     Known shortcoming: there are no versioned migrations yet, so a changed column needs a manual
     ALTER; the deployment issue brings Alembic migrations.
     """
+    from adloop.warehouse.tables import metadata
+
     metadata.create_all(engine, checkfirst=True)
 
 

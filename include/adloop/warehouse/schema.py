@@ -68,6 +68,7 @@ stripe_conversions = Table(
     Column("extracted_at", DateTime(timezone=True), nullable=False),
 )
 Index("ix_stripe_conversions_event_time", stripe_conversions.c.event_time)
+Index("ix_stripe_conversions_run_id", stripe_conversions.c.run_id)
 
 # The ledger of CAPI events: one row per (event_id, event_name), written before a send
 # (status in_flight) and after it (sent or quarantined). A retried or cleared task reads it and

@@ -1,0 +1,11 @@
+"""Every warehouse table, gathered so `ensure_schema` creates them all.
+
+Each capability keeps its tables in its own module on the shared `metadata`; importing a module
+here registers its tables.
+"""
+
+from __future__ import annotations
+
+from adloop.warehouse import schema  # noqa: F401  conversions, ledger, runs, gates
+
+metadata = schema.metadata
