@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
+import signal
+import subprocess
 import sys
 from datetime import UTC, datetime
 
@@ -38,11 +39,19 @@ def _ui(args) -> int:
     env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "True"
     env["AIRFLOW__API__PORT"] = str(args.port)
     print(f"Airflow UI on http://127.0.0.1:{args.port} (Ctrl-C stops it and the sandbox)")
+    # A SIGTERM ends the UI like Ctrl-C does, so the sandbox and Airflow never outlive it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    airflow = subprocess.Popen([local.airflow_bin(), "standalone"], env=env)
     try:
-        return os.spawnve(os.P_WAIT, local.airflow_bin(), [local.airflow_bin(), "standalone"], env)
+        return airflow.wait()
     except KeyboardInterrupt:
         return 0
     finally:
+        airflow.terminate()
+        try:
+            airflow.wait(30)
+        except subprocess.TimeoutExpired:
+            airflow.kill()
         sandbox.stop()
 
 

@@ -72,6 +72,8 @@ def airflow_env(airflow_home: Path, connections: dict[str, str], *, root: Path =
         AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
         AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
         PYTHONPATH=os.pathsep.join(filter(None, [str(root / "plugins"), env.get("PYTHONPATH")])),
+        # `airflow standalone` starts its components as `airflow ...` from PATH.
+        PATH=os.pathsep.join(filter(None, [str(Path(sys.executable).parent), env.get("PATH")])),
         **connections,
     )
     return env

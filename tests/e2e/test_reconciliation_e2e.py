@@ -41,6 +41,8 @@ def test_every_missed_conversion_is_backfilled_exactly_once(studio):
     assert Counter(counted).most_common(1)[0][1] == 1
     assert set(counted) == expected["to_backfill"]
     assert not set(counted) & (expected["sent"] | expected["opted_out"])
+    _values_are_in_major_units(studio)
+    _no_clear_customer_data_in_warehouse_or_logs(studio)
     first = runs(studio)[-1]
     assert first["status"] == "verified"
     assert first["backfilled"] == len(expected["to_backfill"])
@@ -52,6 +54,40 @@ def test_every_missed_conversion_is_backfilled_exactly_once(studio):
     second = runs(studio)[-1]
     assert second["backfilled"] == 0 and second["capi_requests"] == 0
     assert second["already_sent"] == first["already_sent"] + first["backfilled"]
+
+
+def _values_are_in_major_units(studio) -> None:
+    from adloop.events import minor_unit_exponent
+
+    truth = {c.event_id: c for c in studio.business.conversions()}
+    received = studio.client.received_events(counted=True, limit=100_000)
+    currencies = set()
+    for event in received:
+        conversion = truth[event["event_id"]]
+        sent = (event.get("event") or event).get("custom_data") or {}
+        assert float(sent["value"]) == pytest.approx(
+            conversion.value / 10 ** minor_unit_exponent(conversion.currency)), event["event_id"]
+        currencies.add(sent["currency"].lower())
+    assert "cad" in currencies
+
+
+def _no_clear_customer_data_in_warehouse_or_logs(studio) -> None:
+    """Emails, phones and names of every generated customer appear nowhere adloop writes."""
+    from sqlalchemy import inspect
+
+    clear = set()
+    for obj in studio.business.stripe_objects():
+        if obj["object"] == "customer":
+            clear |= {v.strip() for v in (obj.get("email"), obj.get("phone"), obj.get("name")) if v and v.strip()}
+    engine = connect(studio.warehouse_url)
+    with engine.connect() as conn:
+        dump = "\n".join(
+            repr(tuple(row)) for table in inspect(engine).get_table_names()
+            for row in conn.exec_driver_sql(f'SELECT * FROM "{table}"')
+        )
+    logs = studio.log.read_text(errors="replace")
+    leaked = sorted(v for v in clear if v in dump or v in logs)
+    assert not leaked, f"{len(leaked)} clear customer values found, e.g. {leaked[:3]}"
 
 
 def test_dry_run_plans_and_sends_nothing(sqlite_studio):
