@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import and_, bindparam, case, delete, exists, func, not_, or_, select, update
 
-from adloop import events
+from adloop import events, stripe_source
 from adloop.settings import Settings
-from adloop.stripe_source import RecordProblem, Window, iter_conversions, stripe_client
+from adloop.stripe_source import RecordProblem, Window, hash_conversions, iter_conversions, stripe_client
 from adloop.warehouse import connect, ensure_schema, upsert_rows
 from adloop.warehouse.schema import (
     backfill_plan,
@@ -41,7 +41,7 @@ CHUNK_ROWS = 5_000
 # (with its whole batch) for having aged during the run.
 EXPIRY_MARGIN_SECONDS = 3600
 EXPIRING_SOON_SECONDS = 24 * 3600
-HASHED_KEYS = ("em", "ph", "fn", "ln", "ct", "st", "zp", "country", "external_id")
+HASHED_KEYS = stripe_source.HASHED_KEYS
 
 EXCLUSION_REASONS = (
     "test_mode",
@@ -131,32 +131,13 @@ def _land_chunk(engine, chunk: list[dict], run_id: str, default_country: str) ->
     """Hash one chunk's customer fields and upsert it; the clear fields die with the chunk."""
     if not chunk:
         return Counter()
-    import pandas as pd
-
-    from adloop import identity
-
-    hashed = identity.hash_frame(pd.DataFrame([c.pop("clear") for c in chunk]), default_country=default_country)
-    now = _now()
-    rows = []
-    counts: Counter = Counter(found=len(chunk))
-    for conversion, keys in zip(chunk, hashed.to_dict("records"), strict=True):
-        row = dict(conversion)
-        for key in HASHED_KEYS:
-            value = keys.get(key)
-            row[key] = value if isinstance(value, str) and value else None
-        errors = keys.get("errors") or None
-        row.update(
-            value=events.to_major_units(row["amount_minor"], row["currency"]),
-            hash_errors=errors,
-            normalization_version=identity.NORMALIZATION_VERSION,
-            run_id=run_id,
-            extracted_at=now,
-        )
-        counts[row["event_name"]] += 1
-        counts["hash_errors"] += bool(errors)
-        rows.append(row)
+    rows = hash_conversions(chunk, run_id=run_id, default_country=default_country)
     with engine.begin() as conn:
         upsert_rows(conn, stripe_conversions, rows)
+    counts: Counter = Counter(found=len(rows))
+    for row in rows:
+        counts[row["event_name"]] += 1
+        counts["hash_errors"] += bool(row["hash_errors"])
     return counts
 
 

@@ -22,6 +22,7 @@ from adloop.settings import StripeSettings
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100  # Stripe's maximum
+HASHED_KEYS = ("em", "ph", "fn", "ln", "ct", "st", "zp", "country", "external_id")
 TRACKING_KEYS = ("fbp", "fbc", "client_user_agent", "client_ip_address", "event_source_url", "ad_id")
 
 
@@ -271,3 +272,34 @@ def iter_conversions(client, window: Window, *, on_problem: Callable[[RecordProb
             yield subscribe_from_invoice(invoice, subscriptions.get(sub_id))
         except RecordProblem as problem:
             on_problem(problem)
+
+
+def hash_conversions(conversions: list[dict], *, run_id: str, default_country: str) -> list[dict]:
+    """Conversions as warehouse rows: customer fields normalized and hashed, clear fields dropped.
+
+    The one place a conversion read from Stripe becomes hashed, whoever read it (the nightly
+    backfill or the real-time webhook), so both send Meta the same hashes.
+    """
+    import pandas as pd
+
+    from adloop import identity
+
+    clear = pd.DataFrame([c.pop("clear") for c in conversions])
+    hashed = identity.hash_frame(clear, default_country=default_country).to_dict("records")
+    del clear
+    now = datetime.now(UTC)
+    rows = []
+    for conversion, keys in zip(conversions, hashed, strict=True):
+        row = dict(conversion)
+        for key in HASHED_KEYS:
+            value = keys.get(key)
+            row[key] = value if isinstance(value, str) and value else None
+        row.update(
+            value=events.to_major_units(row["amount_minor"], row["currency"]),
+            hash_errors=keys.get("errors") or None,
+            normalization_version=identity.NORMALIZATION_VERSION,
+            run_id=run_id,
+            extracted_at=now,
+        )
+        rows.append(row)
+    return rows
