@@ -13,9 +13,10 @@ import signal
 from collections import Counter
 
 import pytest
+from sqlalchemy import select
+
 from adloop.warehouse import connect
 from adloop.warehouse.schema import capi_events, dq_results, quarantine, reconciliation_runs
-from sqlalchemy import select
 
 pytestmark = pytest.mark.e2e
 

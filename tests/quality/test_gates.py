@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
+
 from adloop.quality.gate import Expect, GateFailed, Param, Suite, between, in_set, run_gate
 from adloop.quality.suites import backfill_plan_suite, conversions_suite
 from adloop.warehouse.db import connect, ensure_schema

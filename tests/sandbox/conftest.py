@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from adloop.sandbox import Sandbox, SandboxClient
 from sandbox_helpers import ACCESS_TOKEN
+
+from adloop.sandbox import Sandbox, SandboxClient
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from adloop.sandbox.generator import generate, write_fixture
 
 END = datetime(2026, 11, 1, 7, tzinfo=UTC)

@@ -8,9 +8,10 @@ import time
 import pytest
 import requests
 import stripe
+from sandbox_helpers import ACCESS_TOKEN, PIXEL_ID, capi_event, customer, sdk_event
+
 from adloop.sandbox.client import SandboxControlError
 from adloop.sandbox.faults import FaultInjector
-from sandbox_helpers import ACCESS_TOKEN, PIXEL_ID, capi_event, customer, sdk_event
 
 
 def _send_sdk(events):

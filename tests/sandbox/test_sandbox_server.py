@@ -13,8 +13,9 @@ from pathlib import Path
 
 import requests
 import stripe
-from adloop.sandbox import Sandbox, SandboxClient
 from sandbox_helpers import ACCESS_TOKEN, PIXEL_ID, capi_event, checkout_session, customer
+
+from adloop.sandbox import Sandbox, SandboxClient
 
 BASE = 1_780_000_000
 REPO = Path(__file__).resolve().parents[2]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from adloop.sandbox.store import SandboxStore
 from sandbox_helpers import checkout_session, customer
+
+from adloop.sandbox.store import SandboxStore
 
 BASE = 1_780_000_000
 

@@ -13,6 +13,7 @@ import unicodedata
 
 import pandas as pd
 import pytest
+
 from adloop import identity
 from adloop.identity import (
     HASHED_KEY_PATTERN,

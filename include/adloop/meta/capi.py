@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from adloop.meta.api import graph_api
 from adloop.meta.errors import MetaError, from_sdk_error, usage_wait_seconds
 from adloop.settings import MetaSettings
 
@@ -80,22 +81,11 @@ class CapiSender:
     """Delivers rows to one pixel, a request of up to 1,000 events at a time."""
 
     def __init__(self, cfg: MetaSettings, *, sleep: Callable[[float], None] = time.sleep):
-        from facebook_business.api import FacebookAdsApi
-        from facebook_business.session import FacebookSession
-
         if not cfg.pixel_id:
             raise ValueError("the meta_default Connection has no pixel_id in its extra")
         self.cfg = cfg
         self._sleep = sleep
-        # The SDK reads its base URL from this class attribute: the sandbox and the real Graph
-        # API differ only here.
-        FacebookSession.GRAPH = cfg.graph_url.rstrip("/")
-        self._api = FacebookAdsApi.init(
-            access_token=cfg.access_token,
-            api_version=cfg.api_version,
-            timeout=cfg.timeout_seconds,
-            crash_log=False,
-        )
+        self._api = graph_api(cfg)
         self.stats = DeliveryStats()
 
     def deliver(

@@ -9,24 +9,13 @@ strict: a failure stops the run rather than sending a batch that will bounce.
 
 from __future__ import annotations
 
+from adloop.events import ACTION_SOURCES
 from adloop.quality.gate import Param, Suite, between, in_set, lacks, matches, not_null, unique
 
 # Meta's user_data keys, SHA-256 hashed by adloop before they reach the warehouse.
 HASHED_COLUMNS = ("em", "ph", "fn", "ln", "ct", "st", "zp", "country", "external_id")
 SHA256_HEX = r"^[0-9a-f]{64}$"
 
-# Meta's accepted values of action_source.
-ACTION_SOURCES = (
-    "email",
-    "website",
-    "app",
-    "phone_call",
-    "chat",
-    "physical_store",
-    "system_generated",
-    "business_messaging",
-    "other",
-)
 
 # Free-text columns that are sent or stored as they are. An '@' in one of them is an email that
 # escaped hashing. event_source_url is left out: a URL may carry '@' legitimately.
