@@ -6,6 +6,7 @@
     adloop generate ...               write a generated business into a sandbox state file
     adloop sandbox ...                run the Stripe and Meta emulators
     adloop opt-out EMAIL...           record customers who declined tracking
+    adloop webhook                    the real-time receiver: Stripe webhooks, bookings, consent, pixel.js
 """
 
 from __future__ import annotations
@@ -89,14 +90,21 @@ def _sandbox(args) -> int:
 
 
 def _opt_out(args) -> int:
-    from adloop.seed import record_opt_outs
+    from adloop import consent
 
     emails = list(args.emails)
     if args.file:
         with open(args.file, encoding="utf-8") as fh:
             emails += [line.strip() for line in fh if line.strip()]
-    n = record_opt_outs(args.warehouse, emails, source=args.source)
+    n = consent.record_opt_outs(args.warehouse, emails=emails, customer_ids=args.customer_id, source=args.source)
     print(f"recorded {n} opt-outs (hashed)")
+    return 0
+
+
+def _webhook(args) -> int:
+    from adloop.webhook import WebhookSettings, serve
+
+    serve(WebhookSettings.from_env(), host=args.host, port=args.port)
     return 0
 
 
@@ -148,9 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("opt-out", help="record customers who declined tracking (stored hashed)")
     p.add_argument("emails", nargs="*")
     p.add_argument("--file", help="a file with one email per line")
+    p.add_argument("--customer-id", action="append", default=[], help="a Stripe customer id (repeatable)")
     p.add_argument("--source", default="manual")
     p.add_argument("--warehouse", default=layout.warehouse_url)
     p.set_defaults(func=_opt_out)
+
+    p = sub.add_parser("webhook", help="serve the real-time receiver (settings from ADLOOP_* variables)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
+    p.set_defaults(func=_webhook)
     return parser
 
 

@@ -10,28 +10,11 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+from adloop import consent
 from adloop.warehouse import connect, ensure_schema, upsert_rows
-from adloop.warehouse.schema import capi_events, consent_opt_outs
+from adloop.warehouse.schema import capi_events
 
 log = logging.getLogger(__name__)
-
-
-def record_opt_outs(warehouse_url: str, emails, *, source: str) -> int:
-    """Record customers who declined tracking, by hashed email. Clear emails are not stored."""
-    import pandas as pd
-
-    from adloop import identity
-
-    hashed = identity.hash_frame(pd.DataFrame({"email": list(emails)}), default_country=None)
-    now = datetime.now(UTC)
-    rows = [
-        {"key_type": "em", "key_value": h, "source": source, "recorded_at": now}
-        for h in hashed["em"].dropna().unique()
-    ]
-    engine = connect(warehouse_url)
-    ensure_schema(engine)
-    with engine.begin() as conn:
-        return upsert_rows(conn, consent_opt_outs, rows, update=())
 
 
 def seed_business(business, *, sandbox_state, warehouse_url: str, pixel_id: str) -> dict:
@@ -56,7 +39,7 @@ def seed_business(business, *, sandbox_state, warehouse_url: str, pixel_id: str)
                 sent += upsert_rows(conn, capi_events, chunk, update=())
                 chunk = []
         sent += upsert_rows(conn, capi_events, chunk, update=())
-    opted_out = record_opt_outs(warehouse_url, business.opt_out_emails(), source="demo generator")
+    opted_out = consent.record_opt_outs(warehouse_url, emails=business.opt_out_emails(), source="demo generator")
     log.info("seed: %s Stripe objects, %s conversions already sent by the webhook, %s opt-outs",
              objects, sent, opted_out)
     return {"stripe_objects": objects, "webhook_sent": sent, "opt_outs": opted_out}

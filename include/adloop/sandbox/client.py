@@ -83,6 +83,24 @@ class SandboxClient:
     def stripe_summary(self) -> dict[str, Any]:
         return self._call("stripe", "GET", "summary")
 
+    def configure_webhook_endpoint(self, url: str, secret: str, **options: Any) -> dict[str, Any]:
+        """Where the Stripe emulator delivers signed events; options as in ``stripe_webhooks.Endpoint``
+        (``drop_share``, ``duplicate_share``, ``delay_share``, ``delay_seconds``, ``seed``, ...)."""
+        return self._call("stripe", "POST", "webhooks/endpoint", {"url": url, "secret": secret, **options})
+
+    def deliver_webhooks(self, object_ids: list[str] | None = None, created: dict[str, int] | None = None,
+                         timeout: float = 120.0) -> dict[str, Any]:
+        """Deliver the events of stored objects (all, or these ids, or created in a range); the report."""
+        body: dict[str, Any] = {"object_ids": object_ids} if object_ids else {"created": created or {}}
+        previous, self.timeout = self.timeout, timeout
+        try:
+            return self._call("stripe", "POST", "webhooks/deliver", body)
+        finally:
+            self.timeout = previous
+
+    def webhook_deliveries(self) -> dict[str, Any]:
+        return self._call("stripe", "GET", "webhooks/deliveries")
+
     # -- both ----------------------------------------------------------------------------------------
 
     def health(self, emulator: str) -> dict[str, Any]:

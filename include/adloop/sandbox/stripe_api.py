@@ -28,6 +28,7 @@ from typing import Any
 
 from adloop.sandbox.faults import FaultRule
 from adloop.sandbox.store import SandboxStore
+from adloop.sandbox.stripe_webhooks import StripeWebhooks
 from adloop.sandbox.web import App, HTTPError, Request, Response, new_id
 
 API_VERSION = "2026-10-28.endive"
@@ -208,6 +209,9 @@ class StripeApp(App):
         self.add_control_route("POST", "objects", self._load_objects)
         self.add_control_route("GET", "summary", self._summary)
         self.add_control_route("POST", "reset", self._reset)
+        # Signed webhook deliveries of stored objects to a configured endpoint (stripe_webhooks.py).
+        self.webhooks = StripeWebhooks(store)
+        self.webhooks.register(self)
 
     # -- hooks ---------------------------------------------------------------------------------------
 
@@ -475,6 +479,7 @@ class StripeApp(App):
             count = self.store.insert_stripe_objects(document)
         except ValueError as exc:
             return Response.json({"error": str(exc)}, 400)
+        self.webhooks.objects_loaded(document)
         return Response.json({"loaded": count})
 
     def _summary(self, request: Request) -> Response:

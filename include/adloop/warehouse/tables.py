@@ -7,5 +7,6 @@ here registers its tables.
 from __future__ import annotations
 
 from adloop.warehouse import schema  # noqa: F401  conversions, ledger, runs, gates
+from adloop.warehouse import webhook_schema  # noqa: F401  webhook events, app conversions
 
 metadata = schema.metadata
