@@ -160,6 +160,11 @@ class MetaApp(App):
         self.add_control_route("POST", "clock", self._set_clock)
         self.add_control_route("GET", "config", self._config)
         self.add_control_route("POST", "config", self._set_config)
+        # Custom audiences and the ads side (insights) live in their own modules, which import this one.
+        from adloop.sandbox import meta_audiences, meta_insights
+
+        meta_audiences.register(self)
+        meta_insights.register(self)
 
     def now(self) -> float:
         """The emulator's clock: wall time plus an offset tests can move (``POST /_sandbox/clock``)."""

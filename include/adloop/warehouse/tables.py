@@ -6,7 +6,11 @@ here registers its tables.
 
 from __future__ import annotations
 
-from adloop.warehouse import schema  # noqa: F401  conversions, ledger, runs, gates
-from adloop.warehouse import webhook_schema  # noqa: F401  webhook events, app conversions
+from adloop.warehouse import (
+    audience_schema,  # noqa: F401  app data, audiences, sync runs
+    insights_schema,  # noqa: F401  insights, ROAS, recommendations
+    schema,  # noqa: F401  conversions, ledger, runs, gates
+    webhook_schema,  # noqa: F401  webhook events, app conversions
+)
 
 metadata = schema.metadata
