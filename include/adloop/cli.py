@@ -17,12 +17,13 @@ import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 
 def _demo(args) -> int:
     from adloop import demo
 
-    return demo.main(customers=args.customers, days=args.days, seed=args.seed)
+    return demo.main(customers=args.customers, days=args.days, seed=args.seed, with_roas=not args.no_roas)
 
 
 def _ui(args) -> int:
@@ -35,10 +36,12 @@ def _ui(args) -> int:
     sandbox = local.SandboxProcess(layout.sandbox_state, stripe_port=args.stripe_port, meta_port=args.meta_port,
                                    log_path=layout.state_dir / "sandbox.log").start()
     env = local.airflow_env(layout.airflow_home, local.connections_env(layout.warehouse_url, sandbox.stripe_url,
-                                                          sandbox.meta_url))
+                                                          sandbox.meta_url, app_db_url=layout.app_db_url))
     # A local, single-user UI: every visitor is an admin, so there is no password to look up.
     env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "True"
     env["AIRFLOW__API__PORT"] = str(args.port)
+    # Task processes reach the API server here; Airflow's default assumes port 8080.
+    env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://127.0.0.1:{args.port}/execution/"
     print(f"Airflow UI on http://127.0.0.1:{args.port} (Ctrl-C stops it and the sandbox)")
     # A SIGTERM ends the UI like Ctrl-C does, so the sandbox and Airflow never outlive it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -75,7 +78,7 @@ def _generate(args) -> int:
     business = generate(seed=args.seed, customers=args.customers, days=args.days, end=end,
                         unsent_share=args.unsent_share)
     counts = seed_business(business, sandbox_state=args.state, warehouse_url=args.warehouse,
-                           pixel_id=args.pixel_id)
+                           pixel_id=args.pixel_id, app_db=str(Path(args.state).with_name("app.db")))
     print(counts)
     return 0
 
@@ -119,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--customers", type=int, default=400)
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--no-roas", action="store_true", help="run only the reconciliation, not insights and ROAS")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("ui", help="the Airflow UI on the demo's setup")

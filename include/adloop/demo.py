@@ -55,7 +55,8 @@ def latest_run(warehouse_url: str) -> dict | None:
     return run
 
 
-def main(*, customers: int = 400, days: int = 30, seed: int = 7, unsent_share: float = 1 / 3) -> int:
+def main(*, customers: int = 400, days: int = 30, seed: int = 7, unsent_share: float = 1 / 3,
+         with_roas: bool = True) -> int:
     from adloop.sandbox.client import SandboxClient
     from adloop.sandbox.generator import generate
     from adloop.seed import seed_business
@@ -71,19 +72,24 @@ def main(*, customers: int = 400, days: int = 30, seed: int = 7, unsent_share: f
     print(f"adloop demo: an Edmonton studio with {customers} customers and {days} days of Stripe activity")
     business = generate(seed=seed, customers=customers, days=days, end=now, unsent_share=unsent_share)
     seeded = seed_business(business, sandbox_state=layout.sandbox_state, warehouse_url=layout.warehouse_url,
-                           pixel_id=local.SANDBOX_PIXEL_ID)
+                           pixel_id=local.SANDBOX_PIXEL_ID, app_db=layout.state_dir / "app.db")
     print(f"  generated {seeded['stripe_objects']:,} Stripe objects; the webhook ledger holds "
           f"{seeded['webhook_sent']:,} conversions; {seeded['opt_outs']} customers opted out")
 
     with local.SandboxProcess(layout.sandbox_state, log_path=layout.state_dir / "sandbox.log") as sandbox:
         env = local.airflow_env(layout.airflow_home, local.connections_env(layout.warehouse_url, sandbox.stripe_url,
-                                                              sandbox.meta_url))
+                                                              sandbox.meta_url, app_db_url=layout.app_db_url))
         print(f"  sandbox: Stripe API at {sandbox.stripe_url}, Meta Graph API at {sandbox.meta_url}")
         print("  preparing Airflow (first time only: migrating its database)...")
         local.migrate_airflow(env, log_path)
         print(f"  running {DAG_ID} through Airflow (airflow dags test)...")
         code = run_dag(env, now, log_path)
         meta = SandboxClient(meta_url=sandbox.meta_url).summary()
+        roas_code = None
+        if code == 0 and with_roas:
+            print("  landing Ads Insights (meta_ads_insights) and rebuilding ROAS (roas_report)...")
+            roas_code = run_dag(env, now, log_path, dag_id="meta_ads_insights") or run_dag(
+                env, now, log_path, dag_id="roas_report")
 
     run = latest_run(layout.warehouse_url)
     print()
@@ -92,6 +98,10 @@ def main(*, customers: int = 400, days: int = 30, seed: int = 7, unsent_share: f
         return 1
     expected = business.expected_in_window(now - timedelta(days=7), now, by="created")
     print(render_summary(run, meta, account_for(layout.warehouse_url, run["run_id"], expected)))
+    if roas_code is not None:
+        print()
+        print(render_roas(layout.warehouse_url) if roas_code == 0 else
+              f"The insights or ROAS run failed (exit {roas_code}); see {log_path}")
     print(f"\nFull Airflow log: {log_path}   Warehouse: {layout.warehouse_url}")
     print(f"Took {time.monotonic() - started:.0f} s. Open the Airflow UI on the same setup with `make ui`.")
     return 0
@@ -124,6 +134,29 @@ def account_for(warehouse_url: str, run_id: str, expected: dict) -> dict:
         "opted_out_sent": len(expected["opted_out"] & backfilled),
         "sent_twice": len(expected["sent"] & backfilled),
     }
+
+
+def render_roas(warehouse_url: str) -> str:
+    """The kill-or-scale calls of the ROAS run, and where the report is."""
+    from sqlalchemy import select
+
+    from adloop.roas.report import REPORT_FILE, default_report_dir
+    from adloop.warehouse import connect
+    from adloop.warehouse.insights_schema import ad_recommendations
+
+    with connect(warehouse_url).connect() as conn:
+        recs = [dict(r._mapping) for r in conn.execute(
+            select(ad_recommendations).order_by(ad_recommendations.c.stripe_roas.desc()))]
+    lines = ["ROAS, per ad over the trailing window (Stripe cash net of refunds against Meta's spend)"]
+    for rec in recs:
+        def ratio(v):
+            return "   n/a" if v is None else f"{v:6.2f}"
+
+        lines.append(
+            f"  {rec['decision']:<5} {(rec['ad_name'] or rec['ad_id'])[:34]:<34} spend {float(rec['spend']):9.2f}  "
+            f"Stripe ROAS {ratio(rec['stripe_roas'])}  Meta ROAS {ratio(rec['meta_roas'])}")
+    lines.append(f"Report with charts: {default_report_dir() / REPORT_FILE} (and Browse > ROAS report in `make ui`)")
+    return "\n".join(lines)
 
 
 def render_summary(run: dict, meta: dict, truth: dict) -> str:

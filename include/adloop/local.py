@@ -42,15 +42,22 @@ class Layout:
         return self.state_dir / "sandbox.db"
 
     @property
+    def app_db_url(self) -> str:
+        """The generated studio's own app database (users, bookings, memberships), for audiences."""
+        return f"sqlite:///{self.state_dir / 'app.db'}"
+
+    @property
     def warehouse_url(self) -> str:
         return os.environ.get("ADLOOP_WAREHOUSE_URL", f"sqlite:///{self.state_dir / 'warehouse.db'}")
 
 
-def connections_env(warehouse_url: str, stripe_url: str, meta_url: str, **meta_extra) -> dict[str, str]:
-    """AIRFLOW_CONN_* variables pointing the three Connections at the sandbox."""
+def connections_env(warehouse_url: str, stripe_url: str, meta_url: str, *, app_db_url: str | None = None,
+                    **meta_extra) -> dict[str, str]:
+    """AIRFLOW_CONN_* variables pointing the Connections at the sandbox (and the generated app DB)."""
     meta = {"pixel_id": SANDBOX_PIXEL_ID, "ad_account_ids": [SANDBOX_AD_ACCOUNT], "default_country": "CA"}
     meta.update(meta_extra)
-    return {
+    app_db = {"AIRFLOW_CONN_APP_DB": json.dumps({"conn_type": "generic", "extra": {"url": app_db_url}})}
+    return ({} if app_db_url is None else app_db) | {
         "AIRFLOW_CONN_STRIPE_DEFAULT": json.dumps(
             {"conn_type": "generic", "host": stripe_url, "password": SANDBOX_STRIPE_KEY}),
         "AIRFLOW_CONN_META_DEFAULT": json.dumps(

@@ -17,11 +17,18 @@ from adloop.warehouse.schema import capi_events
 log = logging.getLogger(__name__)
 
 
-def seed_business(business, *, sandbox_state, warehouse_url: str, pixel_id: str) -> dict:
+def seed_business(business, *, sandbox_state, warehouse_url: str, pixel_id: str, app_db: str | None = None) -> dict:
+    """Stripe objects and the ad account's delivery into the sandbox; the webhook's ledger and the
+    opt-outs into the warehouse; and, given a path, the app's own database of users and bookings."""
+    from adloop.sandbox import meta_insights
+    from adloop.sandbox.app_data import write_app_db
     from adloop.sandbox.store import SandboxStore
 
     store = SandboxStore(sandbox_state)
     objects = store.insert_stripe_objects(business.stripe_objects())
+    meta_insights.seed_business(store, business)
+    if app_db:
+        write_app_db(business, app_db)
 
     engine = connect(warehouse_url)
     ensure_schema(engine)
