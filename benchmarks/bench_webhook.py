@@ -9,7 +9,8 @@ signed `checkout.session.completed` deliveries of distinct paid sessions open-lo
 per second (each request starts at its scheduled time whether or not earlier ones have answered,
 and its latency is counted from that time, so a stalled receiver cannot hide its queue), then:
 
-1. reports requests per second held, p50/p90/p99/max latency and errors;
+1. reports requests per second held, p50/p90/p99/max latency and errors, and the receiver's CPU
+   time per delivery (on a shared machine, the figure that does not depend on the neighbours);
 2. waits for the receiver's background sender and reports how many conversions reached Meta;
 3. with Meta down (every CAPI request answered 503), sends `--down-events` more and checks every
    one is in the ledger as pending: acknowledged to Stripe, nothing lost, left for the nightly DAG.
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,30 +78,91 @@ def event_body(session: dict, n: int) -> bytes:
                        "created": int(time.time()), "livemode": True, "data": {"object": session}}).encode()
 
 
-async def load(url: str, bodies: list[bytes], rate: float) -> dict:
+class RawPoster:
+    """HTTP/1.1 POSTs over asyncio streams, keep-alive, a connection per request in flight.
+
+    A tenth of httpx's CPU per request: on two shared cores, the load generator's own CPU is taken
+    from the receiver it measures. httpx's pool also degrades when hundreds of requests queue for
+    its connections, which turned a receiver falling a little behind into a generator spinning at
+    100% CPU (`--client httpx` keeps it, for comparison).
+    """
+
+    def __init__(self, url: str, max_connections: int = 1000):
+        parts = urllib.parse.urlsplit(url)
+        self.host, self.port, self.path = parts.hostname, parts.port, parts.path
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.slots = asyncio.Semaphore(max_connections)
+
+    async def post(self, body: bytes, headers: dict[str, str]) -> int:
+        async with self.slots:
+            if self.idle:
+                status = await self._exchange(*self.idle.pop(), body, headers)
+                if status is not None:
+                    return status
+                # uvicorn closes a connection idle for 5 s; that one goes, the request is sent anew.
+            status = await self._exchange(*await asyncio.open_connection(self.host, self.port), body, headers)
+            if status is None:
+                raise ConnectionResetError("the receiver closed the connection without answering")
+            return status
+
+    async def _exchange(self, reader, writer, body: bytes, headers: dict[str, str]) -> int | None:
+        try:
+            head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            writer.write(f"POST {self.path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n"
+                         f"{head}\r\n".encode() + body)
+            status_line = await reader.readline()
+            if not status_line:
+                writer.close()
+                return None
+            status = int(status_line.split()[1])
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+        except BaseException:
+            writer.close()
+            raise
+        self.idle.append((reader, writer))
+        return status
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+async def load(url: str, bodies: list[bytes], rate: float, client: str = "raw") -> dict:
     import httpx
 
     latencies: list[float] = []
     errors: dict[str, int] = {}
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+    raw = RawPoster(url) if client == "raw" else None
+    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
         start = time.perf_counter() + 0.2
 
         async def one(i: int, body: bytes) -> None:
             due = start + i / rate
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            header = signatures.sign(body, SECRET)
+            headers = {"Stripe-Signature": signatures.sign(body, SECRET), "Content-Type": "application/json"}
             try:
-                response = await client.post(url, content=body, headers={"Stripe-Signature": header,
-                                                                         "Content-Type": "application/json"})
-                if response.status_code != 200:
-                    errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
-            except httpx.HTTPError as exc:
+                if raw is not None:
+                    status = await asyncio.wait_for(raw.post(body, headers), 30)
+                else:
+                    status = (await http.post(url, content=body, headers=headers)).status_code
+                if status != 200:
+                    errors[str(status)] = errors.get(str(status), 0) + 1
+            except (TimeoutError, httpx.HTTPError, OSError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
             latencies.append(time.perf_counter() - due)
 
+        cpu_started = time.process_time()
         await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu_started
+    if raw is not None:
+        raw.close()
     latencies.sort()
 
     def pct(p: float) -> float:
@@ -107,7 +170,7 @@ async def load(url: str, bodies: list[bytes], rate: float) -> dict:
 
     return {"requests": len(bodies), "seconds": round(elapsed, 2), "rps_held": round(len(bodies) / elapsed, 1),
             "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": round(latencies[-1] * 1000, 1),
-            "errors": errors}
+            "errors": errors, "generator_cpu_ms_per_request": round(cpu * 1000 / len(bodies), 2)}
 
 
 def ledger_counts(warehouse_url: str) -> dict[str, int]:
@@ -118,6 +181,19 @@ def ledger_counts(warehouse_url: str) -> dict[str, int]:
 
     with connect(warehouse_url).connect() as conn:
         return dict(conn.execute(select(capi_events.c.status, func.count()).group_by(capi_events.c.status)).all())
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process has used (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ms_per(before: float | None, after: float | None, requests: int) -> float | None:
+    return round((after - before) * 1000 / requests, 2) if before is not None and after is not None else None
 
 
 def wait_settled(base: str, timeout: float = 120) -> dict:
@@ -136,6 +212,8 @@ def main() -> None:
     parser.add_argument("--meta-latency", type=float, default=0.05, help="CAPI answer delay, seconds")
     parser.add_argument("--down-events", type=int, default=500, help="deliveries while Meta is down")
     parser.add_argument("--warehouse-url", help="default: a fresh SQLite file")
+    parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
+                        help="the load generator's HTTP client (default raw: see RawPoster)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="adloop-bench-webhook-"))
@@ -169,17 +247,20 @@ def main() -> None:
         control.add_fault("meta", "slow", delay_seconds=args.meta_latency, path_contains="/events")
 
         url = f"{base}/stripe/webhook"
-        loaded = asyncio.run(load(url, bodies[:n], args.rate))
+        cpu_before = cpu_seconds(receiver.pid)
+        loaded = asyncio.run(load(url, bodies[:n], args.rate, args.client))
         settle_started = time.monotonic()
         capi = wait_settled(base)
         settled_s = time.monotonic() - settle_started
         meta = control.summary()
-        up = {"ledger": ledger_counts(warehouse_url), "meta_events_counted": meta["events_counted"],
+        # Receiving and sending: every delivery's CPU, including its share of the CAPI sends.
+        up = {"receiver_cpu_ms_per_delivery": cpu_ms_per(cpu_before, cpu_seconds(receiver.pid), n),
+              "ledger": ledger_counts(warehouse_url), "meta_events_counted": meta["events_counted"],
               "capi_requests": meta["requests"], "drain_after_load_s": round(settled_s, 2), "sender": capi}
 
         control.clear_faults("meta")
         control.add_fault("meta", "http_503", path_contains="/events")
-        down_load = asyncio.run(load(url, bodies[n:], args.rate))
+        down_load = asyncio.run(load(url, bodies[n:], args.rate, args.client))
         wait_settled(base)
         ledger = ledger_counts(warehouse_url)
         # Lost: acknowledged with a 200 yet missing from the ledger. A delivery that got no 200 is
@@ -192,7 +273,8 @@ def main() -> None:
         receiver.wait(20)
         sandbox.stop()
 
-    result = {"benchmark": "webhook_receiver", "rate": args.rate, "meta_latency_s": args.meta_latency,
+    result = {"benchmark": "webhook_receiver", "rate": args.rate, "client": args.client,
+              "meta_latency_s": args.meta_latency,
               "warehouse": warehouse_url.split(":")[0], "meta_up": {**loaded, **up}, "meta_down": down,
               "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2), "python": platform.python_version()}
     print(json.dumps(result))

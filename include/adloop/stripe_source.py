@@ -274,18 +274,27 @@ def iter_conversions(client, window: Window, *, on_problem: Callable[[RecordProb
             on_problem(problem)
 
 
+# Up to this many conversions are hashed row by row (`_hash_clear_rows`); more go through
+# `identity.hash_frame`, whose pandas set-up (2-3 ms) costs as much for one row as for thirty.
+ROW_BY_ROW_MAX = 16
+
+
 def hash_conversions(conversions: list[dict], *, run_id: str, default_country: str) -> list[dict]:
     """Conversions as warehouse rows: customer fields normalized and hashed, clear fields dropped.
 
     The one place a conversion read from Stripe becomes hashed, whoever read it (the nightly
     backfill or the real-time webhook), so both send Meta the same hashes.
     """
-    import pandas as pd
-
     from adloop import identity
 
-    clear = pd.DataFrame([c.pop("clear") for c in conversions])
-    hashed = identity.hash_frame(clear, default_country=default_country).to_dict("records")
+    clear = [c.pop("clear") for c in conversions]
+    hashed = _hash_clear_rows(clear, default_country) if len(clear) <= ROW_BY_ROW_MAX else None
+    if hashed is None:
+        import pandas as pd
+
+        frame = pd.DataFrame(clear)
+        hashed = identity.hash_frame(frame, default_country=default_country).to_dict("records")
+        del frame
     del clear
     now = datetime.now(UTC)
     rows = []
@@ -303,3 +312,74 @@ def hash_conversions(conversions: list[dict], *, run_id: str, default_country: s
         )
         rows.append(row)
     return rows
+
+
+def _hash_clear_rows(clear: list[dict], default_country: str) -> list[dict] | None:
+    """What `identity.hash_frame` makes of these rows (hashes, and errors joined in its order),
+    one value at a time through identity's rules; None when a row is not a plain dict of
+    text and None (hash_frame's coercions, such as numbers to text, are left to it).
+
+    The webhook hashes one conversion per delivery, and the frame's set-up was most of its work.
+    tests/unit/test_stripe_source.py checks both paths agree on varied and invalid inputs.
+    TODO(#5): identity should offer this per-row function itself, so the rules it repeats
+    (the row's country for ph, st and zp; the default country for ph; the order of errors) live
+    in one module; until then that test is what keeps the two in step.
+    """
+    import numpy as np
+
+    from adloop import identity
+
+    if not all(isinstance(row, dict) for row in clear):
+        return None
+    columns = {name: identity.INPUT_COLUMNS.get(name) for row in clear for name in row}
+    if None in columns.values() or len(set(columns.values())) != len(columns):
+        return None  # columns hash_frame would ignore or have to choose between
+    if not all(value is None or (isinstance(value, str) and _encodable(value))
+               for row in clear for value in row.values()):
+        return None
+    default = identity._default_country(default_country)  # raises as hash_frame does
+    keys_present = set(columns.values())
+
+    def rule(key: str, value: str | None, country: str | None) -> tuple[str | None, str | None, str | None]:
+        """(normalized, hashed, error) of one value, by identity's rules."""
+        if value is None:
+            return None, None, None
+        normalized, errors, is_hash = identity._normalize_by_rule(
+            key, np.array([value], dtype=object), None if country is None else np.array([country], dtype=object)
+        )
+        text, error = normalized[0], errors[0]
+        if text is None:
+            return None, None, error
+        return text, text if is_hash[0] else identity._sha256(text.encode()).hexdigest(), error
+
+    out = []
+    for row in clear:
+        values = {columns[name]: value for name, value in row.items()}
+        hashes: dict[str, str | None] = dict.fromkeys(identity.KEYS)
+        errors: list[str] = []
+        row_country = None
+        # The row's country first: it decides the phone's calling code and the st and zp rules.
+        order = ["country", *(k for k in identity.KEYS if k != "country")]
+        for key in order:
+            if key not in keys_present:
+                continue
+            country = row_country if key in identity._COUNTRY_DEPENDENT_KEYS else None
+            if key == "ph" and country is None:
+                country = default
+            normalized, hashes[key], error = rule(key, values.get(key), country)
+            if key == "country":
+                row_country = normalized
+            if error is not None:
+                errors.append(error)
+        out.append({**hashes, "errors": "; ".join(errors)})
+    return out
+
+
+def _encodable(value: str) -> bool:
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate: left to hash_frame
+        return False
+    return True

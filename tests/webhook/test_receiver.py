@@ -272,3 +272,86 @@ def test_nothing_is_sent_for_a_customer_opted_out_by_the_cli(receiver, stripe_ob
         assert conn.execute(select(consent_opt_outs.c.key_type)).scalars().all().count("em") == 1
     assert receiver.post_event(event("checkout.session.completed", session)).json()["outcome"] == \
         "excluded:opted_out"
+
+
+# -- deliveries written together ------------------------------------------------------------------
+
+
+def test_deliveries_written_together_are_answered_as_if_alone(make_receiver, stripe_objects, monkeypatch):
+    receiver = make_receiver(meta=False)
+    intake = receiver.app.state.intake
+    first, failing = _paid_session(stripe_objects, 0), _paid_session(stripe_objects, 1)
+    broken = dict(_paid_session(stripe_objects, 2), currency="")
+    completed = event("checkout.session.completed", first)
+    admit = intake._admit
+
+    def admit_unless_failing(conn, row, **kwargs):
+        if row["event_id"] == failing["id"]:
+            raise RuntimeError("warehouse unreachable")
+        return admit(conn, row, **kwargs)
+
+    monkeypatch.setattr(intake, "_admit", admit_unless_failing)
+    results = intake.stripe_events([
+        completed,
+        completed,  # Stripe delivering the same event twice at once
+        event("checkout.session.async_payment_succeeded", first),
+        {"object": "not an event"},
+        event("checkout.session.completed", failing),
+        event("checkout.session.completed", broken),
+    ])
+
+    assert [r.outcome if hasattr(r, "outcome") else type(r).__name__ for r in results] == [
+        "queued", "duplicate", "already_in_ledger:pending", "BadRequest", "RuntimeError", "quarantined"]
+    assert set(receiver.ledger()) == {("Purchase", first["id"])}
+    recorded = {r["event_id"]: r["outcome"] for r in receiver.table(stripe_webhook_events)}
+    assert failing["id"] not in {r["object_id"] for r in receiver.table(stripe_webhook_events)}  # Stripe retries it
+    assert sorted(recorded.values()) == ["already_in_ledger:pending", "quarantined", "queued"]
+
+    # The row queued for Meta is the one a delivery alone would have made.
+    alone = stripe_source.hash_conversions([stripe_source.purchase_from_session(first, {})], run_id="x",
+                                           default_country="CA")[0]
+    assert {k: results[0].row[k] for k in stripe_source.HASHED_KEYS} == {k: alone[k] for k in stripe_source.HASHED_KEYS}
+    assert results[0].row["run_id"] == f"webhook:{completed['id']}"
+
+
+def test_concurrent_deliveries_are_batched_and_each_answered(make_receiver, stripe_objects):
+    from concurrent.futures import ThreadPoolExecutor
+
+    receiver = make_receiver()
+    sessions = [o for o in stripe_objects if o["object"] == "checkout.session" and o["mode"] == "payment"
+                and o["payment_status"] == "paid" and o["livemode"]][:12]
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda s: receiver.post_event(event("checkout.session.completed", s)), sessions))
+    receiver.settle()
+
+    assert [(a.status_code, a.json()["event_id"], a.json()["outcome"]) for a in answers] == [
+        (200, s["id"], "queued") for s in sessions]
+    assert {r["status"] for r in receiver.ledger().values()} == {"sent"}
+    assert len(receiver.ledger()) == len(sessions)
+
+
+def test_the_batcher_takes_what_arrived_while_it_was_busy():
+    import asyncio
+    import threading
+
+    from adloop.webhook.app import Batcher
+
+    sizes, release = [], threading.Event()
+
+    def process(items):
+        sizes.append(len(items))
+        release.wait(5)
+        return [ValueError(item) if item == "bad" else item.upper() for item in items]
+
+    async def main():
+        batcher = Batcher(process, max_size=3)
+        first = asyncio.create_task(batcher.submit("a"))
+        await asyncio.sleep(0.05)  # "a" is being processed alone
+        rest = [asyncio.create_task(batcher.submit(x)) for x in ("b", "bad", "c", "d")]
+        await asyncio.sleep(0.05)
+        release.set()
+        return await asyncio.gather(first, *rest, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert sizes == [1, 3, 1]
+    assert results[:2] == ["A", "B"] and isinstance(results[2], ValueError) and results[3:] == ["C", "D"]

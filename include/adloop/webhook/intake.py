@@ -104,24 +104,92 @@ class Intake:
     # -- Stripe --------------------------------------------------------------------------------
 
     def stripe_event(self, event: dict) -> Result:
-        event_id, kind, obj = _check_event(event)
-        record = {
-            "event_id": event_id, "type": kind, "livemode": event.get("livemode"), "object_id": obj.get("id"),
-            "created": event.get("created") if isinstance(event.get("created"), int) else None,
-        }
-        try:
-            conversion, ignored = conversion_from_event(event)
-        except stripe_source.RecordProblem as problem:
-            return self._quarantine(record, problem)
-        row = self._hash(conversion, f"webhook:{event_id}") if conversion else None
+        (result,) = self.stripe_events([event])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-        with self.engine.begin() as conn:
-            if not self._claim_event(conn, record):
-                return Result("duplicate", *(_key(row)))
-            outcome = ignored or self._admit(conn, row)
-            self._set_outcome(conn, event_id, outcome, row)
-        log.info("webhook %s %s: %s %s", event_id, kind, " ".join(_key(row)) or "-", outcome)
-        return Result(outcome, *_key(row), row=row if outcome == "queued" else None)
+    def stripe_events(self, deliveries: list) -> list[Result | Exception]:
+        """Several deliveries at once, each answered as `stripe_event` would answer it alone.
+
+        Their conversions are hashed in one `hash_conversions` call (its pandas set-up costs as
+        much for one row as for fifty) and written in one transaction (one SQLite write lock).
+        A delivery that is not a Stripe event gets its `BadRequest`; if the shared transaction
+        fails, each delivery is written again in its own, so one bad write fails only its own
+        request (a 500, and Stripe delivers it again).
+        """
+        prepared: list[_Delivery | Exception] = []
+        for event in deliveries:
+            try:
+                prepared.append(_prepare(event))
+            except BadRequest as exc:
+                prepared.append(exc)
+        self._hash_deliveries([d for d in prepared if isinstance(d, _Delivery) and d.conversion])
+
+        pending = [d for d in prepared if isinstance(d, _Delivery) and d.failure is None]
+        try:
+            with self.engine.begin() as conn:
+                written = {id(d): self._write(conn, d) for d in pending}
+        except Exception as exc:
+            if len(pending) == 1:
+                written = {id(pending[0]): exc}
+            else:
+                log.warning("webhook: writing %s deliveries together failed; writing them one by one", len(pending))
+                written = {id(d): self._write_alone(d) for d in pending}
+
+        results = []
+        for d in prepared:
+            result = d if isinstance(d, Exception) else d.failure or written[id(d)]
+            if isinstance(result, Result):
+                self._log_outcome(d, result)
+            results.append(result)
+        return results
+
+    def _hash_deliveries(self, deliveries: list[_Delivery]) -> None:
+        """Set each delivery's hashed `row`, or its `failure` if its conversion cannot be hashed."""
+        if not deliveries:
+            return
+        try:
+            # hash_conversions takes the clear fields out of what it is given: copies keep them
+            # for the one-by-one retry below.
+            rows = self._hash_all([dict(d.conversion) for d in deliveries])
+        except Exception as exc:
+            if len(deliveries) == 1:
+                rows = [exc]
+            else:
+                log.warning("webhook: hashing %s conversions together failed; hashing them one by one",
+                            len(deliveries))
+                rows = [_or_exception(self._hash, dict(d.conversion), "webhook") for d in deliveries]
+        for d, row in zip(deliveries, rows, strict=True):
+            if isinstance(row, Exception):
+                d.failure = row
+            else:
+                d.row = dict(row, run_id=f"webhook:{d.event_id}")
+
+    def _write(self, conn, d: _Delivery) -> Result:
+        if d.problem is not None:
+            return self._quarantine(conn, d.record, d.problem)
+        if not self._claim_event(conn, d.record):
+            return Result("duplicate", *_key(d.row))
+        outcome = d.ignored or self._admit(conn, d.row)
+        self._set_outcome(conn, d.event_id, outcome, d.row)
+        return Result(outcome, *_key(d.row), row=d.row if outcome == "queued" else None)
+
+    def _write_alone(self, d: _Delivery) -> Result | Exception:
+        def write():
+            with self.engine.begin() as conn:
+                return self._write(conn, d)
+
+        return _or_exception(write)
+
+    def _log_outcome(self, d: _Delivery, result: Result) -> None:
+        if d.problem is not None:
+            if result.outcome == "quarantined":
+                log.warning("webhook %s: quarantined %s %s: %s", d.event_id, d.problem.record_type,
+                            d.problem.record_id, d.problem.reason)
+            return
+        if result.outcome != "duplicate":
+            log.info("webhook %s %s: %s %s", d.event_id, d.kind, " ".join(_key(d.row)) or "-", result.outcome)
 
     def _claim_event(self, conn, record: dict) -> bool:
         stmt = _insert_for(self.engine, stripe_webhook_events).on_conflict_do_nothing(index_elements=["event_id"])
@@ -138,17 +206,14 @@ class Intake:
             )
         )
 
-    def _quarantine(self, record: dict, problem: stripe_source.RecordProblem) -> Result:
+    def _quarantine(self, conn, record: dict, problem: stripe_source.RecordProblem) -> Result:
         # Retrying cannot fix the object, so Stripe gets its 200; the nightly DAG quarantines it too.
-        with self.engine.begin() as conn:
-            if not self._claim_event(conn, record):
-                return Result("duplicate")
-            self._set_outcome(conn, record["event_id"], "quarantined", None)
-            conn.execute(quarantine.insert().values(
-                run_id=f"webhook:{record['event_id']}", stage="webhook", record_type=problem.record_type,
-                record_id=problem.record_id, reason=problem.reason, detected_at=datetime.now(UTC)))
-        log.warning("webhook %s: quarantined %s %s: %s", record["event_id"], problem.record_type,
-                    problem.record_id, problem.reason)
+        if not self._claim_event(conn, record):
+            return Result("duplicate")
+        self._set_outcome(conn, record["event_id"], "quarantined", None)
+        conn.execute(quarantine.insert().values(
+            run_id=f"webhook:{record['event_id']}", stage="webhook", record_type=problem.record_type,
+            record_id=problem.record_id, reason=problem.reason, detected_at=datetime.now(UTC)))
         return Result("quarantined")
 
     # -- the app -------------------------------------------------------------------------------
@@ -186,7 +251,10 @@ class Intake:
                                          "customer": {"email": "warm.up@example.com"}}), "warm-up")
 
     def _hash(self, conversion: dict, run_id: str) -> dict:
-        return stripe_source.hash_conversions([conversion], run_id=run_id, default_country=self.default_country)[0]
+        return self._hash_all([conversion], run_id)[0]
+
+    def _hash_all(self, conversions: list[dict], run_id: str = "webhook") -> list[dict]:
+        return stripe_source.hash_conversions(conversions, run_id=run_id, default_country=self.default_country)
 
     def _admit(self, conn, row: dict, *, paid_event: bool = True, keep_in=None) -> str:
         """Write the pending ledger row of a conversion that may be sent; the outcome either way."""
@@ -213,6 +281,41 @@ class Intake:
             select(e.c.status).where(e.c.event_id == row["event_id"], e.c.event_name == row["event_name"])
         ).scalar()
         return f"already_in_ledger:{status}"
+
+
+@dataclass
+class _Delivery:
+    """A Stripe delivery on its way to the ledger: what it is, and its hashed conversion once made."""
+
+    event_id: str
+    kind: str
+    record: dict  # its `stripe_webhook_events` row
+    conversion: dict | None = None
+    ignored: str | None = None
+    problem: stripe_source.RecordProblem | None = None
+    row: dict | None = None
+    failure: Exception | None = None
+
+
+def _prepare(event) -> _Delivery:
+    """Check a delivery and read its conversion (clear customer fields), before any hashing."""
+    event_id, kind, obj = _check_event(event)
+    record = {
+        "event_id": event_id, "type": kind, "livemode": event.get("livemode"), "object_id": obj.get("id"),
+        "created": event.get("created") if isinstance(event.get("created"), int) else None,
+    }
+    try:
+        conversion, ignored = conversion_from_event(event)
+    except stripe_source.RecordProblem as problem:
+        return _Delivery(event_id, kind, record, problem=problem)
+    return _Delivery(event_id, kind, record, conversion=conversion, ignored=ignored)
+
+
+def _or_exception(function, *args):
+    try:
+        return function(*args)
+    except Exception as exc:  # the delivery it belongs to fails alone (a 500); the others go on
+        return exc
 
 
 def _key(row: dict | None) -> tuple[str, str] | tuple[()]:
