@@ -1,7 +1,8 @@
-"""The facebook-business SDK, set up once for a Meta Connection.
+"""The facebook-business SDK, set up for a Meta Connection.
 
-Every Meta client of adloop (CAPI, audiences, insights) goes through here, so the Graph URL
-(Meta's or the sandbox's), the API version and the timeout are decided in one place.
+Every Meta client of adloop (CAPI, audiences) goes through here, so the Graph URL (Meta's or the
+sandbox's), the API version and the timeout are decided in one place. (The insights client
+subclasses the SDK's API object for pacing, and sets up its session the same way.)
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ def graph_api(cfg: MetaSettings):
     from facebook_business.api import FacebookAdsApi
     from facebook_business.session import FacebookSession
 
-    # The SDK reads its base URL from this class attribute: the sandbox and the real Graph API
-    # differ only here. Known shortcoming: it is process-wide, so one process talks to one Graph
-    # URL at a time (true of every adloop task).
-    FacebookSession.GRAPH = cfg.graph_url.rstrip("/")
-    return FacebookAdsApi.init(
-        access_token=cfg.access_token,
-        api_version=cfg.api_version,
-        timeout=cfg.timeout_seconds,
-        crash_log=False,  # the SDK would otherwise report our errors to Meta
-    )
+    session = FacebookSession(access_token=cfg.access_token, timeout=cfg.timeout_seconds)
+    # The SDK builds every URL from its session's GRAPH; set on this session only, so the sandbox
+    # and the real Graph API can be reached from one process. Built directly rather than through
+    # FacebookAdsApi.init, which would also install the SDK's crash reporter (it reports to Meta).
+    session.GRAPH = cfg.graph_url.rstrip("/")
+    api = FacebookAdsApi(session, api_version=cfg.api_version)
+    FacebookAdsApi.set_default_api(api)
+    return api

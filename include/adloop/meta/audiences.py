@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from adloop.meta.api import graph_api
 from adloop.meta.errors import MetaError, from_sdk_error, usage_wait_seconds
 from adloop.settings import MetaSettings
 
@@ -88,22 +89,12 @@ class AudienceClient:
     """The audience calls of one ad account."""
 
     def __init__(self, cfg: MetaSettings, ad_account_id: str, *, sleep: Callable[[float], None] = time.sleep):
-        from facebook_business.api import FacebookAdsApi
-        from facebook_business.session import FacebookSession
-
         if not ad_account_id:
             raise ValueError("the meta_default Connection has no ad_account_ids in its extra")
         self.cfg = cfg
         self.account = ad_account_id if ad_account_id.startswith("act_") else f"act_{ad_account_id}"
         self._sleep = sleep
-        # As in capi.py: the SDK reads its base URL from this class attribute.
-        FacebookSession.GRAPH = cfg.graph_url.rstrip("/")
-        self._api = FacebookAdsApi.init(
-            access_token=cfg.access_token,
-            api_version=cfg.api_version,
-            timeout=cfg.timeout_seconds,
-            crash_log=False,
-        )
+        self._api = graph_api(cfg)
         self.stats = ClientStats()
 
     # -- audiences ----------------------------------------------------------------------------------
