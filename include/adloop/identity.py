@@ -30,6 +30,7 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Callable
+from itertools import compress
 from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 try:
@@ -107,7 +108,9 @@ _INTERNATIONAL_LENGTHS = range(8, 16)
 
 # Characters people put between the digits of a phone number.
 _PHONE_FORMATTING = b" \t-().,/"
-_ZERO = ord("0")
+_ZERO, _NINE, _PLUS = ord("0"), ord("9"), ord("+")
+# Bytes the column-at-once email check looks for.
+_NEWLINE, _SPACE, _AT, _DOT, _DEL = ord("\n"), ord(" "), ord("@"), ord("."), 0x7F
 _PHONE_EXTENSION = re.compile(r"\s*(?:ext\.?|extension|x|#)\s*\d+\s*$", re.IGNORECASE)
 
 _NOT_A_TO_Z = re.compile(r"[^a-z]+")
@@ -376,7 +379,9 @@ def hash_csv(
 # values, a list comprehension calling the same str method is 2-3x faster, and one pass that
 # does several steps beats a chain of `.str` calls. So the per-value steps below are list
 # comprehensions over the column's object array, and pandas does what it does vectorized:
-# factorizing repeated values, masks, takes and the final columns.
+# factorizing repeated values, masks, takes and the final columns. Emails and phones, unique
+# per row, go further: their common shapes are checked on the UTF-8 bytes of the whole column,
+# joined by newlines, with numpy (`_pack`), and hashed from those bytes.
 #
 # Internally a column is a numpy object array of str, with None (or NaN on the way in) for
 # missing values; results use None.
@@ -386,7 +391,9 @@ class _Column(NamedTuple):
     """One column's results: object arrays of str, None where not set.
 
     When `codes` is set, the arrays hold one entry per distinct input and `codes` gives each
-    row's entry, so a million rows of "Edmonton" are normalized and hashed once.
+    row's entry, so a million rows of "Edmonton" are normalized and hashed once. When hashed,
+    `normalized` is None where a fast path settled the value: only hashes and errors are read
+    then, and the text of a million emails and phones costs as much to make as to check.
     """
 
     normalized: np.ndarray
@@ -449,6 +456,8 @@ def _normalize_present(
     import numpy as np
 
     size = len(values)
+    normalized = np.full(size, None, dtype=object)
+    hashed = np.full(size, None, dtype=object) if hash_values else None
     errors = np.full(size, None, dtype=object)
     # Missing values arrive as NaN (pandas' "str" dtype), the only value unequal to itself;
     # comparing the array with itself is 3x faster than pd.notna on strings.
@@ -460,35 +469,25 @@ def _normalize_present(
     fast = _FAST_PATHS.get(key)
     if fast is not None:
         settled = fast(values if everything else values[rows], country)
-        if everything:
-            normalized = settled
+        done = rows[settled.rows]
+        # Hashing reads the fast path's bytes directly; the normalized text is made only when
+        # it is asked for, as it costs as much as the checks that settled the values.
+        if hash_values:
+            hashed[done] = _sha256_encoded(settled.encoded)
         else:
-            normalized = np.full(size, None, dtype=object)
-            normalized[rows] = settled
-        unsettled = np.flatnonzero(settled == None)  # noqa: E711 (elementwise on an object array)
-        rows = rows[unsettled]
-        country = country[unsettled] if country is not None else None
-    else:
-        normalized = np.full(size, None, dtype=object)
+            normalized[done] = [value.decode() for value in settled.encoded]
+        left = np.ones(len(rows), dtype=bool)
+        left[settled.rows] = False
+        rows = rows[left]
+        country = country[left] if country is not None else None
 
-    prehashed = None
     if len(rows):
         normalized[rows], errors[rows], is_hash = _normalize_by_rule(key, values[rows], country)
-        if is_hash.any():
+        if hash_values:
             prehashed = rows[is_hash]
-
-    hashed = None
-    if hash_values:
-        todo = normalized != None  # noqa: E711 (elementwise on an object array)
-        if prehashed is not None:
-            todo[prehashed] = False
-        if todo.all():
-            hashed = np.array(_sha256_all(normalized), dtype=object)
-        else:
-            hashed = np.full(size, None, dtype=object)
+            hashed[prehashed] = normalized[prehashed]
+            todo = rows[~is_hash & (normalized[rows] != None)]  # noqa: E711 (elementwise on an object array)
             hashed[todo] = _sha256_all(normalized[todo])
-            if prehashed is not None:
-                hashed[prehashed] = normalized[prehashed]
     return normalized, hashed, errors
 
 
@@ -521,6 +520,11 @@ def _normalize_by_rule(
 def _sha256_all(values: np.ndarray) -> list[str]:
     sha256 = _sha256
     return [sha256(value.encode()).hexdigest() for value in values]
+
+
+def _sha256_encoded(values: list[bytes]) -> list[str]:
+    sha256 = _sha256
+    return [sha256(value).hexdigest() for value in values]
 
 
 def _text(values: pd.Series) -> np.ndarray:
@@ -610,11 +614,125 @@ def _split(results: list[tuple[str | None, str | None]]) -> tuple[np.ndarray, np
     return normalized, errors
 
 
-def _email_fast(values: np.ndarray, country: np.ndarray | None) -> np.ndarray:
-    """Trimmed and lowercased when it is plainly an email address, else None."""
+class _Settled(NamedTuple):
+    """What a fast path settled: the positions of those values and their normalized forms,
+    as UTF-8 bytes, in the same order."""
+
+    rows: np.ndarray
+    encoded: list[bytes]
+
+
+class _Packed(NamedTuple):
+    """A column's values as one buffer of UTF-8 bytes, so checks run over the whole column at once.
+
+    Value i is `data[starts[i]:ends[i]]`, and a newline separates values (a value that holds a
+    newline itself is packed as an empty value, which no fast path settles). `marks` are the
+    positions of the bytes the packer was asked to find, newlines aside, with the byte found
+    (`found`) and the index of the value it is in (`owners`).
+    """
+
+    data: bytes
+    starts: np.ndarray
+    ends: np.ndarray
+    marks: np.ndarray
+    found: np.ndarray
+    owners: np.ndarray
+
+    def first_bytes(self) -> np.ndarray:
+        """Each value's first byte (0 for an empty value at the end of the buffer)."""
+        import numpy as np
+
+        buffer = np.frombuffer(self.data + b"\0", dtype=np.uint8)
+        return buffer[self.starts]
+
+    def split(self) -> list[bytes]:
+        return self.data.split(b"\n") if len(self.starts) else []
+
+
+def _pack(values: list[str], marked: Callable[[np.ndarray], np.ndarray], delete: bytes = b"") -> _Packed:
+    """Pack values into one buffer, with the `delete` bytes taken out, and find the bytes for
+    which `marked` (over the buffer) is True."""
     import numpy as np
 
-    return np.array([v if _is_email(v) else None for v in [v.strip().lower() for v in values]], dtype=object)
+    # "surrogatepass", so a stray surrogate is packed (and never settled) instead of raising here.
+    data = "\n".join(values).encode("utf-8", "surrogatepass")
+    if delete:
+        data = data.translate(None, delete)
+    buffer = np.frombuffer(data, dtype=np.uint8)
+
+    # The value a byte is in is the number of newlines before it: counted over the marked bytes
+    # only (a few per value), not over the whole buffer.
+    marks = np.flatnonzero(marked(buffer) | (buffer == _NEWLINE))
+    found = buffer[marks]
+    newline = found == _NEWLINE
+    separators = marks[newline]
+    if len(separators) != max(len(values) - 1, 0):
+        return _pack(["" if "\n" in v else v for v in values], marked, delete)
+    starts = np.zeros(len(values), dtype=np.int64)
+    starts[1:] = separators + 1
+    ends = np.full(len(values), len(buffer), dtype=np.int64)
+    ends[:-1] = separators
+    other = ~newline
+    return _Packed(data, starts, ends, marks[other], found[other], np.cumsum(newline)[other])
+
+
+def _email_fast(values: np.ndarray, country: np.ndarray | None) -> _Settled:
+    """Addresses that are plainly valid, trimmed and lowercased; the rest is left to the rules.
+
+    The checks of `_is_email`, made on the UTF-8 bytes of the whole column at once: calling a
+    function per value costs about as much as hashing the value does.
+    """
+    import numpy as np
+
+    lowered = [v.strip().lower() for v in values]
+    packed = _pack(lowered, _email_marks)
+    valid = _valid_emails(packed)
+    rows = np.flatnonzero(valid)
+    pieces = packed.split()
+    return _Settled(rows, pieces if len(rows) == len(pieces) else list(compress(pieces, valid.tolist())))
+
+
+def _email_marks(buffer: np.ndarray) -> np.ndarray:
+    return (buffer <= _SPACE) | (buffer == _AT) | (buffer == _DOT) | (buffer == _DEL)
+
+
+def _valid_emails(packed: _Packed) -> np.ndarray:
+    """Which (trimmed, lowercased) values `_is_email` accepts. The UTF-8 bytes of non-ASCII
+    characters are all >= 0x80, so an "@", a "." or a control byte is found the same whatever
+    script surrounds it."""
+    import numpy as np
+
+    starts, ends, marks, found, owners = packed.starts, packed.ends, packed.marks, packed.found, packed.owners
+    size = len(starts)
+
+    at = found == _AT
+    valid = np.bincount(owners[at], minlength=size) == 1
+    at_of = ends.copy()  # without an "@" there is no domain
+    at_of[owners[at]] = marks[at]
+    valid &= at_of > starts  # something before the "@"
+    # No space and no ASCII control character (non-ASCII ones are checked below).
+    valid[owners[(found <= _SPACE) | (found == _DEL)]] = False
+
+    dots, dot_owners = marks[found == _DOT], owners[found == _DOT]
+    in_domain = dots > at_of[dot_owners]
+    dots, dot_owners = dots[in_domain], dot_owners[in_domain]
+    has_dot = np.zeros(size, dtype=bool)
+    has_dot[dot_owners] = True
+    valid &= has_dot
+    # An empty label: a "." first or last in the domain, or two in a row.
+    valid[dot_owners[dots == at_of[dot_owners] + 1]] = False
+    valid[dot_owners[dots == ends[dot_owners] - 1]] = False
+    valid[dot_owners[1:][np.diff(dots) == 1]] = False
+
+    # Non-ASCII characters: checked once per distinct character; in the rare column with an
+    # unprintable one, every value with non-ASCII characters is left to the rules.
+    buffer = np.frombuffer(packed.data, dtype=np.uint8)
+    wide = buffer >= 0x80
+    if wide.any():
+        characters = set(buffer[wide].tobytes().decode("utf-8", "surrogatepass"))
+        if not all(character.isprintable() for character in characters):
+            valid[np.searchsorted(ends, np.flatnonzero(wide))] = False
+    return valid
 
 
 def _normalize_email(values: np.ndarray, country: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -658,8 +776,8 @@ def _email_problem(value: str) -> str:
     return 'an empty label in the domain: ".." or a "." at an end'
 
 
-def _phone_fast(values: np.ndarray, country: np.ndarray | None) -> np.ndarray:
-    """Numbers in the common shapes, country by country; None for everything else.
+def _phone_fast(values: np.ndarray, country: np.ndarray | None) -> _Settled:
+    """Numbers in the common shapes, country by country; the rest is left to the rules.
 
     National: "7805550134", "780-555-0134", "(780) 555 0134". With the row country's own
     calling code: "+1 780 555 0134", "1-780-555-0134".
@@ -667,44 +785,56 @@ def _phone_fast(values: np.ndarray, country: np.ndarray | None) -> np.ndarray:
     import numpy as np
     import pandas as pd
 
-    normalized = np.full(len(values), None, dtype=object)
-    if country is None:
-        return normalized
-    codes, countries = pd.factorize(country)
-    for index, code in enumerate(countries):
-        plan = _CALLING_CODES.get(code)
-        if plan is None:
-            continue
-        calling_code, national_lengths = plan
-        with_code = frozenset(n + len(calling_code) for n in national_lengths)
-        code_bytes, plus_code_bytes = calling_code.encode(), b"+" + calling_code.encode()
-        rows = np.flatnonzero(codes == index) if len(countries) > 1 else np.flatnonzero(codes >= 0)
+    rows: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    encoded: list[bytes] = []
+    if country is not None:
+        codes, countries = pd.factorize(country)
+        for index, code in enumerate(countries):
+            plan = _CALLING_CODES.get(code)
+            if plan is None:
+                continue
+            of_country = np.flatnonzero(codes == index) if len(countries) > 1 else np.arange(len(codes))
+            settled = _common_phones(values[of_country].tolist(), *plan)
+            rows.append(of_country[settled.rows])
+            encoded.extend(settled.encoded)
+    return _Settled(np.concatenate(rows), encoded)
 
-        # bytes.translate deletes characters several times faster than str.translate; whatever
-        # is left that is not an ASCII digit (letters, "+", non-ASCII) fails isdigit().
-        compact = np.array(
-            [v.encode().translate(None, _PHONE_FORMATTING) for v in values[rows]], dtype=object
-        )
-        national = np.array(
-            [
-                calling_code + c.decode()
-                if len(c) in national_lengths and c.isdigit() and c[0] != _ZERO
-                else None
-                for c in compact
-            ],
-            dtype=object,
-        )
-        rest = np.flatnonzero(national == None)  # noqa: E711 (elementwise on an object array)
-        national[rest] = [
-            c.decode()
-            if len(c) in with_code and c.startswith(code_bytes) and c.isdigit()
-            else c[1:].decode()
-            if len(c) - 1 in with_code and c.startswith(plus_code_bytes) and c[1:].isdigit()
-            else None
-            for c in compact[rest]
-        ]
-        normalized[rows] = national
-    return normalized
+
+def _common_phones(values: list[str], calling_code: str, national_lengths: frozenset[int]) -> _Settled:
+    """`_phone_fast` for the numbers of one country, checked over the whole column at once."""
+    import numpy as np
+
+    # The formatting characters go in one bytes.translate over the column; whatever is left that
+    # is not an ASCII digit (letters, "+", non-ASCII bytes) keeps a value from being settled here.
+    packed = _pack(values, lambda buffer: (buffer < _ZERO) | (buffer > _NINE), delete=_PHONE_FORMATTING)
+    size, lengths, first = len(values), packed.ends - packed.starts, packed.first_bytes()
+    not_digits = np.bincount(packed.owners, minlength=size)
+    code = calling_code.encode()
+    with_code = [n + len(code) for n in national_lengths]
+
+    digits = (not_digits == 0) & (lengths > 0)
+    national = digits & np.isin(lengths, list(national_lengths)) & (first != _ZERO)
+    coded = digits & ~national & np.isin(lengths, with_code) & _starting_with(packed, code, 0)
+    plus_coded = (not_digits == 1) & (first == _PLUS) & np.isin(lengths - 1, with_code)
+    plus_coded &= _starting_with(packed, code, 1)
+
+    pieces = np.array(packed.split(), dtype=object)
+    encoded = [code + number for number in pieces[national]]
+    encoded.extend(pieces[coded])
+    encoded.extend(number[1:] for number in pieces[plus_coded])
+    rows = np.concatenate([np.flatnonzero(national), np.flatnonzero(coded), np.flatnonzero(plus_coded)])
+    return _Settled(rows, encoded)
+
+
+def _starting_with(packed: _Packed, prefix: bytes, offset: int) -> np.ndarray:
+    """Which values have `prefix` at byte `offset`."""
+    import numpy as np
+
+    buffer = np.frombuffer(packed.data + b"\0" * (offset + len(prefix)), dtype=np.uint8)
+    found = packed.ends - packed.starts >= offset + len(prefix)
+    for i, byte in enumerate(prefix):
+        found &= buffer[packed.starts + offset + i] == byte
+    return found
 
 
 def _normalize_phone(values: np.ndarray, country: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, bindparam, case, delete, exists, func, not_, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, not_, or_, select, update
 
 from adloop import events, stripe_source
 from adloop.settings import Settings
@@ -155,44 +155,72 @@ def plan_backfill(settings: Settings, run_id: str, *, as_of: datetime | None = N
     min_sendable = int(as_of.timestamp()) - events.CAPI_MAX_EVENT_AGE_SECONDS + EXPIRY_MARGIN_SECONDS
     soon = min_sendable + EXPIRING_SOON_SECONDS
 
-    c, e, o = stripe_conversions, capi_events, consent_opt_outs
-    opted_out = exists().where(
-        or_(
-            and_(o.c.key_type == "em", o.c.key_value == c.c.em),
-            and_(o.c.key_type == "customer_id", o.c.key_value == c.c.customer_id),
-        )
-    )
-    no_keys = and_(*(c.c[k].is_(None) for k in ("em", "ph", "external_id")), c.c.fbp.is_(None), c.c.fbc.is_(None))
+    c, e = stripe_conversions, capi_events
+    # First the run's conversions, each with the reason it is excluded whatever the ledger says,
+    # narrowed to four columns before the join with the ledger: a million wide rows carried
+    # through that hash join spill to disk (MATERIALIZED keeps PostgreSQL from folding the CTE
+    # back into it). Opt-outs are LEFT JOINs, each matching at most one row (the key is the
+    # primary key): an EXISTS per conversion probed an index a million times, and PostgreSQL
+    # evaluated it once per CASE that used it.
+    by_email = consent_opt_outs.alias("opted_out_email")
+    by_customer = consent_opt_outs.alias("opted_out_customer")
+    no_keys = and_(*(c.c[k].is_(None) for k in ("em", "ph", "external_id", "fbp", "fbc")))
     # Order matters: a test-mode session is "test_mode" even if it was also refunded.
     exclusions = [
         (not_(c.c.livemode), "test_mode"),
         (c.c.payment_status != "paid", "unpaid"),
         (c.c.amount_minor <= 0, "zero_amount"),
         (c.c.amount_refunded_minor >= c.c.amount_minor, "fully_refunded"),
-        (opted_out, "opted_out"),
+        (or_(by_email.c.key_value.is_not(None), by_customer.c.key_value.is_not(None)), "opted_out"),
         (no_keys, "no_customer_data"),
-        (e.c.status == "quarantined", "quarantined_earlier"),
     ]
+    run = (
+        select(c.c.event_id, c.c.event_name, c.c.event_time, case(*exclusions, else_=None).label("reason"))
+        .select_from(
+            c.outerjoin(by_email, and_(by_email.c.key_type == "em", by_email.c.key_value == c.c.em))
+            .outerjoin(by_customer, and_(by_customer.c.key_type == "customer_id",
+                                         by_customer.c.key_value == c.c.customer_id))
+        )
+        .where(c.c.run_id == run_id)
+        .cte("run_conversions")
+        .prefix_with("MATERIALIZED")
+    )
+    excluded = (
+        select(
+            run.c.event_id,
+            run.c.event_name,
+            run.c.event_time,
+            e.c.status.label("ledger_status"),
+            func.coalesce(
+                run.c.reason, case((e.c.status == "quarantined", "quarantined_earlier"), else_=None)
+            ).label("reason"),
+        )
+        .select_from(
+            run.outerjoin(e, and_(e.c.event_id == run.c.event_id, e.c.event_name == run.c.event_name))
+        )
+        .subquery("excluded")
+    )
+    x = excluded.c
+    sendable = and_(
+        x.reason.is_(None),
+        func.coalesce(x.ledger_status, "").not_in(("sent", "expired")),
+        x.event_time >= min_sendable,
+    )
     decision = case(
-        *((cond, "excluded") for cond, _ in exclusions),
-        (e.c.status == "sent", "already_sent"),
-        (or_(e.c.status == "expired", c.c.event_time < min_sendable), "expired"),
+        (x.reason.is_not(None), "excluded"),
+        (x.ledger_status == "sent", "already_sent"),
+        (not_(sendable), "expired"),
         else_="send",
     )
-    reason = case(*exclusions, else_=None)
-    expiring_soon = case((and_(decision == "send", c.c.event_time < soon), True), else_=False)
-    diff = (
-        select(
-            bindparam("run_id", run_id).label("run_id"),
-            c.c.event_id,
-            c.c.event_name,
-            decision.label("decision"),
-            reason.label("reason"),
-            expiring_soon.label("expiring_soon"),
-            c.c.event_time,
-        )
-        .select_from(c.outerjoin(e, and_(e.c.event_id == c.c.event_id, e.c.event_name == c.c.event_name)))
-        .where(c.c.run_id == run_id)
+    expiring_soon = case((and_(sendable, x.event_time < soon), True), else_=False)
+    diff = select(
+        bindparam("run_id", run_id).label("run_id"),
+        x.event_id,
+        x.event_name,
+        decision.label("decision"),
+        x.reason,
+        expiring_soon.label("expiring_soon"),
+        x.event_time,
     )
     with engine.begin() as conn:
         conn.execute(delete(backfill_plan).where(backfill_plan.c.run_id == run_id))
