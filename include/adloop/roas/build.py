@@ -37,6 +37,7 @@ from adloop.warehouse.insights_schema import (
     roas_daily,
     roas_day_bounds,
 )
+from adloop.warehouse.schema import reconciliation_runs
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,24 @@ def build_roas(warehouse_url: str) -> dict:
             "campaign_days": counts.get("campaign", 0)}
 
 
+def _first_day_with_stripe_data(conn) -> date | None:
+    """The first whole day the reconciliation runs have read Stripe for, if any run has.
+
+    Before it, an ad's Stripe revenue is unknown rather than zero: judging an ad over such days
+    would call it a loser for want of data. Runs cover contiguous windows once the nightly schedule
+    is on; the day after the earliest window start is the first one surely read in full.
+    Known shortcoming: a gap between runs' windows (the DAG paused for over a week) is not seen.
+    """
+    start = conn.execute(
+        select(func.min(reconciliation_runs.c.window_start)).where(reconciliation_runs.c.finished_at.is_not(None))
+    ).scalar()
+    if start is None:
+        return None
+    if isinstance(start, str):
+        start = datetime.fromisoformat(start)
+    return start.date() + timedelta(days=1)
+
+
 def _day_bounds(conn) -> list[dict]:
     """[start, end) unix seconds of each insights day of each account, in the account's time zone."""
     accounts = conn.execute(
@@ -212,7 +231,8 @@ def recommend_ads(warehouse_url: str, run_id: str, targets: Targets, *, as_of: d
         if last is None:
             return {"ads": 0, "kill": 0, "scale": 0, "hold": 0}
         last = _as_date(last)
-        first = last - timedelta(days=targets.window_days - 1)
+        first = max(last - timedelta(days=targets.window_days - 1), _first_day_with_stripe_data(conn) or date.min)
+        first = min(first, last)
         totals = conn.execute(
             select(r.c.ad_id, r.c.account_id, func.max(r.c.ad_name), func.max(r.c.adset_name),
                    func.max(r.c.campaign_name), func.max(r.c.currency), func.sum(r.c.spend), func.sum(r.c.bookings),
