@@ -32,12 +32,13 @@ over weeks), and, interleaved, --repeat times each:
     into an UNLOGGED table without indexes, emptied before each run. The aim (a <= 1.5 x b) is
     measured against this one;
 (c) the bare left join: the same join writing every conversion of the run with its ledger status
-    into a logged table without indexes: the floor for a plan that, like adloop's, records a
-    decision for every conversion (`backfill_plan` is what the quality gate, send_backfill and
-    the run's counts read).
+    into a logged table without indexes, as adloop's plan did before it stopped writing the
+    conversions the ledger already has as sent.
 
-plan_backfill does more than (c): it checks opt-outs and the seven exclusions, maintains the
-plan's two indexes, replaces the run's previous plan, and counts the plan for the run's record.
+plan_backfill does more than (b): it checks opt-outs and the seven exclusions, writes the excluded
+and expired conversions too (about 230,000 rows of each million here, not 210,000), into a logged
+table with a primary key and the send index, replaces the run's previous plan, and counts the plan
+and the run's conversions for the run's record.
 The fastest run of each counts.
 
 It prints, per size, both times, their ratio (aim: at most 1.5) and the peak RSS (aim: under

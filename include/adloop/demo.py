@@ -113,18 +113,21 @@ def account_for(warehouse_url: str, run_id: str, expected: dict) -> dict:
     from sqlalchemy import select
 
     from adloop.warehouse import connect
-    from adloop.warehouse.schema import backfill_plan, capi_events
+    from adloop.warehouse.schema import backfill_plan, capi_events, stripe_conversions
 
     with connect(warehouse_url).connect() as conn:
         backfilled = set(conn.execute(select(capi_events.c.event_id).where(
             capi_events.c.run_id == run_id, capi_events.c.source == "backfill",
             capi_events.c.status == "sent")).scalars())
+        found = set(conn.execute(select(stripe_conversions.c.event_id).where(
+            stripe_conversions.c.run_id == run_id)).scalars())
         decisions = {r.event_id: r.reason or r.decision for r in conn.execute(
             select(backfill_plan.c.event_id, backfill_plan.c.decision, backfill_plan.c.reason)
             .where(backfill_plan.c.run_id == run_id))}
     others = {}
     for event_id in expected["unsent"] - backfilled:
-        why = decisions.get(event_id, "not found by the run")
+        # The plan does not hold what the ledger already had as sent (an earlier run's backfill).
+        why = decisions.get(event_id) or ("already_sent" if event_id in found else "not found by the run")
         others[why] = others.get(why, 0) + 1
     return {
         "never_sent": len(expected["unsent"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -10,7 +11,13 @@ from sqlalchemy import select
 from adloop import reconcile
 from adloop.settings import Settings
 from adloop.warehouse import connect, upsert_rows
-from adloop.warehouse.schema import backfill_plan, capi_events, consent_opt_outs, stripe_conversions
+from adloop.warehouse.schema import (
+    backfill_plan,
+    capi_events,
+    consent_opt_outs,
+    reconciliation_runs,
+    stripe_conversions,
+)
 
 AS_OF = datetime(2026, 12, 3, 12, tzinfo=UTC)
 NOW = int(AS_OF.timestamp())
@@ -40,6 +47,8 @@ def test_plan_decides_each_conversion_once(warehouse_url):
         conversion("cs_soon", event_time=NOW - 6 * DAY - 3600),
         conversion("cs_expired", event_time=NOW - 7 * DAY + 60),  # inside 7 days, but inside the margin
         conversion("cs_sent"),
+        conversion("cs_sent_refunded", amount_refunded_minor=2500),  # sent, then refunded: still excluded
+        conversion("cs_quarantined"),
         conversion("cs_inflight"),
         conversion("cs_test", livemode=False),
         conversion("cs_unpaid", payment_status="unpaid"),
@@ -57,6 +66,10 @@ def test_plan_decides_each_conversion_once(warehouse_url):
         upsert_rows(conn, capi_events, [
             {"event_id": "cs_sent", "event_name": "Purchase", "source": "webhook", "status": "sent",
              "event_time": NOW - DAY, "attempts": 1},
+            {"event_id": "cs_sent_refunded", "event_name": "Purchase", "source": "webhook", "status": "sent",
+             "event_time": NOW - DAY, "attempts": 1},
+            {"event_id": "cs_quarantined", "event_name": "Purchase", "source": "backfill",
+             "status": "quarantined", "event_time": NOW - DAY, "attempts": 1},
             {"event_id": "cs_inflight", "event_name": "Purchase", "source": "backfill", "status": "in_flight",
              "event_time": NOW - DAY, "attempts": 1},
             # Same id, other event name: not the same event for Meta.
@@ -67,17 +80,21 @@ def test_plan_decides_each_conversion_once(warehouse_url):
             {"key_type": "em", "key_value": "b" * 64, "source": "t", "recorded_at": AS_OF},
             {"key_type": "customer_id", "key_value": "cus_opted", "source": "t", "recorded_at": AS_OF},
         ])
+        conn.execute(reconciliation_runs.insert().values(
+            run_id="run-1", window_start=AS_OF, window_end=AS_OF, dry_run=False, status="extracted"))
 
     summary = reconcile.plan_backfill(Settings(warehouse_url=warehouse_url), "run-1", as_of=AS_OF)
 
     with engine.connect() as conn:
         plan = {r.event_id: (r.decision, r.reason, r.expiring_soon)
                 for r in conn.execute(select(backfill_plan).where(backfill_plan.c.run_id == "run-1"))}
+    # Already-sent conversions (cs_sent) are counted, not written: the plan holds only the rest.
     assert plan == {
         "cs_send": ("send", None, False),
         "cs_soon": ("send", None, True),
         "cs_expired": ("expired", None, False),
-        "cs_sent": ("already_sent", None, False),
+        "cs_sent_refunded": ("excluded", "fully_refunded", False),
+        "cs_quarantined": ("excluded", "quarantined_earlier", False),
         "cs_inflight": ("send", None, False),
         "cs_test": ("excluded", "test_mode", False),
         "cs_unpaid": ("excluded", "unpaid", False),
@@ -90,9 +107,16 @@ def test_plan_decides_each_conversion_once(warehouse_url):
         "sub_1": ("send", None, False),
     }
     assert summary["send"] == 5 and summary["expiring_soon"] == 1
+    assert summary["already_sent"] == 1 and summary["expired"] == 1 and summary["excluded"] == 9
     assert summary["excluded_by_reason"] == {
-        "fully_refunded": 1, "no_customer_data": 1, "opted_out": 2, "test_mode": 1, "unpaid": 1, "zero_amount": 1,
+        "fully_refunded": 2, "no_customer_data": 1, "opted_out": 2, "quarantined_earlier": 1, "test_mode": 1,
+        "unpaid": 1, "zero_amount": 1,
     }
+
+    with engine.connect() as conn:
+        run = conn.execute(select(reconciliation_runs).where(reconciliation_runs.c.run_id == "run-1")).one()
+    assert (run.already_sent, run.to_send, run.expiring_soon, run.expired, run.excluded) == (1, 5, 1, 1, 9)
+    assert json.loads(run.excluded_by_reason) == summary["excluded_by_reason"]
 
     # Planning again replaces the plan rather than adding to it.
     again = reconcile.plan_backfill(Settings(warehouse_url=warehouse_url), "run-1", as_of=AS_OF)

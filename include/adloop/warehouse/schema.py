@@ -93,25 +93,22 @@ capi_events = Table(
 )
 Index("ix_capi_events_status", capi_events.c.status)
 
-# The backfill plan of one reconciliation run: every conversion of the window with the decision
-# taken about it. The diff that fills it is one INSERT ... SELECT in the warehouse.
-# No primary key: a run's rows are unique by construction (plan_backfill deletes the run's plan
-# and writes one row per stripe_conversions row of the run in one transaction), and keeping a
-# unique btree over a million random (run_id, event_id, event_name) keys made planning a million
-# conversions three times slower on PostgreSQL (BENCHMARKS.md). The run index is small (one key
-# per run, deduplicated); the send index holds only what send_backfill reads.
+# The backfill plan of one reconciliation run: each conversion of the window that needs a
+# decision beyond "already sent" (send, expired, or excluded with its reason). The ones the ledger
+# already has as sent, three in four on a typical night, are not written: plan_summary counts them
+# as the run's conversions the plan does not hold. The diff that fills it is one INSERT ... SELECT
+# in the warehouse. The send index holds only what send_backfill reads.
 backfill_plan = Table(
     "backfill_plan",
     metadata,
-    Column("run_id", String(255), nullable=False),
-    Column("event_id", String(255), nullable=False),
-    Column("event_name", String(32), nullable=False),
-    Column("decision", String(16), nullable=False),  # send | already_sent | expired | excluded
+    Column("run_id", String(255), primary_key=True),
+    Column("event_id", String(255), primary_key=True),
+    Column("event_name", String(32), primary_key=True),
+    Column("decision", String(16), nullable=False),  # send | expired | excluded
     Column("reason", String(64)),
     Column("expiring_soon", Boolean, nullable=False, default=False),
     Column("event_time", BigInteger, nullable=False),
 )
-Index("ix_backfill_plan_run", backfill_plan.c.run_id)
 Index(
     "ix_backfill_plan_to_send",
     backfill_plan.c.run_id,
