@@ -319,13 +319,16 @@ def hash_frame(df: pd.DataFrame, *, default_country: str | None = "CA") -> pd.Da
         raise ValueError(f"no customer-data column found; expected any of {', '.join(INPUT_COLUMNS)}")
 
     results: dict[str, _Column] = {}
-    row_country = None
+    row_country = country_codes = None
     if "country" in columns:
         results["country"] = _normalize_column("country", _text(df[columns["country"]]), None, None, True)
         row_country = results["country"].rows(results["country"].normalized)
+        country_codes = _country_codes(results["country"])
     for key in KEYS:
         if key != "country" and key in columns:
-            results[key] = _normalize_column(key, _text(df[columns[key]]), row_country, default_country, True)
+            results[key] = _normalize_column(
+                key, _text(df[columns[key]]), row_country, default_country, True, country_codes
+            )
 
     absent = pd.Series(np.nan, index=df.index, dtype="str")
     out = {
@@ -333,7 +336,7 @@ def hash_frame(df: pd.DataFrame, *, default_country: str | None = "CA") -> pd.Da
     }
     with_errors = [column for column in results.values() if (column.errors != None).any()]  # noqa: E711
     errors = _join_errors([column.rows(column.errors) for column in with_errors], len(df))
-    out["errors"] = pd.Series(errors, index=df.index, dtype="str")
+    out["errors"] = _str_series(errors, df.index)
     return pd.DataFrame(out, index=df.index, copy=False)
 
 
@@ -408,9 +411,23 @@ class _Column(NamedTuple):
         import pandas as pd
 
         if self.codes is None:
-            return pd.Series(part, index=index, dtype="str")
+            return _str_series(part, index)
         # Taking from the distinct values as a string array skips re-checking every row.
         return pd.Series(pd.array(part, dtype="str").take(self.codes), index=index)
+
+
+def _str_series(part: np.ndarray, index: pd.Index) -> pd.Series:
+    """A "str" Series over an object array of str and None that the caller made and hands over.
+
+    pd.Series(part, dtype="str") converts every value, which costs four times as much on a
+    million hashes as the StringArray constructor, which only checks them and keeps the array.
+    The "str" dtype stores missing values as NaN, so None becomes NaN first, in place: `part`
+    is not read again."""
+    import numpy as np
+    import pandas as pd
+
+    part[part == None] = np.nan  # noqa: E711 (elementwise on an object array)
+    return pd.Series(pd.arrays.StringArray(part, dtype=pd.StringDtype(na_value=np.nan)), index=index)
 
 
 def _normalize_column(
@@ -419,8 +436,10 @@ def _normalize_column(
     row_country: np.ndarray | None,
     default_country: str | None,
     hash_values: bool,
+    country_codes: np.ndarray | None = None,
 ) -> _Column:
-    """Normalize (and hash if asked) one column."""
+    """Normalize (and hash if asked) one column. `country_codes` (optional) are per-row codes of
+    `row_country`, from `_country_codes`."""
     import numpy as np
 
     if key not in _NORMALIZERS:
@@ -433,6 +452,7 @@ def _normalize_column(
             row_country = np.full(len(values), default, dtype=object)
         else:
             row_country = np.where(row_country == None, default, row_country)  # noqa: E711 (elementwise)
+        country_codes = None
     if key not in _COUNTRY_DEPENDENT_KEYS:
         row_country = None
 
@@ -441,7 +461,7 @@ def _normalize_column(
 
     # Normalize and hash each distinct value (with its country, where the rules depend on it)
     # once.
-    codes, firsts = _distinct_rows(values, row_country)
+    codes, firsts = _distinct_rows(values, row_country, country_codes)
     distinct = _normalize_present(
         key, values[firsts], row_country[firsts] if row_country is not None else None, hash_values
     )
@@ -522,9 +542,13 @@ def _sha256_all(values: np.ndarray) -> list[str]:
     return [sha256(value.encode()).hexdigest() for value in values]
 
 
-def _sha256_encoded(values: list[bytes]) -> list[str]:
+def _sha256_encoded(values: list[bytes]) -> np.ndarray:
+    import numpy as np
+
     sha256 = _sha256
-    return [sha256(value).hexdigest() for value in values]
+    # Filled straight from the generator: a list would be converted into a new array when the
+    # caller assigns it, a second pass over a million objects.
+    return np.fromiter((sha256(value).hexdigest() for value in values), dtype=object, count=len(values))
 
 
 def _text(values: pd.Series) -> np.ndarray:
@@ -557,20 +581,41 @@ def _row_country(values: pd.Series, country: pd.Series | None) -> np.ndarray | N
     return column.rows(column.normalized)
 
 
-def _distinct_rows(values: np.ndarray, row_country: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Codes of the distinct rows (by value, and by country when given), and one row per code."""
+def _distinct_rows(
+    values: np.ndarray, row_country: np.ndarray | None, country_codes: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of the distinct rows (by value, and by country when given), and one row per code.
+
+    `country_codes`, when given, are codes of `row_country` already made (`_country_codes`), so
+    the columns that depend on the country do not factorize it again, one each."""
     import numpy as np
     import pandas as pd
 
-    codes, _ = pd.factorize(values, use_na_sentinel=False)
+    # With the NA sentinel pandas skips its own pass looking for missing values over the object
+    # array; missing values (all NaN here) then share the code after the last distinct value.
+    codes, uniques = pd.factorize(values)
+    missing = codes < 0
+    if missing.any():
+        codes[missing] = len(uniques)
     if row_country is not None:
-        country_codes, country_uniques = pd.factorize(row_country, use_na_sentinel=False)
-        if len(country_uniques) > 1:
-            codes, _ = pd.factorize(codes.astype(np.int64) * len(country_uniques) + country_codes)
+        if country_codes is None:
+            country_codes = pd.factorize(row_country, use_na_sentinel=False)[0]
+        countries = country_codes.max() + 1 if len(country_codes) else 0
+        if countries > 1:
+            codes, _ = pd.factorize(codes.astype(np.int64) * countries + country_codes)
     firsts = np.empty(codes.max() + 1 if len(codes) else 0, dtype=np.int64)
     # Writing positions in reverse leaves each code's first row.
     firsts[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
     return codes, firsts
+
+
+def _country_codes(country: _Column) -> np.ndarray:
+    """Per-row codes of a normalized country column, made from its distinct values (a handful)
+    instead of a factorize over every row."""
+    import pandas as pd
+
+    distinct, _ = pd.factorize(country.normalized, use_na_sentinel=False)
+    return distinct if country.codes is None else distinct[country.codes]
 
 
 def _join_errors(errors: list[np.ndarray], size: int) -> np.ndarray:
@@ -788,7 +833,11 @@ def _phone_fast(values: np.ndarray, country: np.ndarray | None) -> _Settled:
     rows: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
     encoded: list[bytes] = []
     if country is not None:
-        codes, countries = pd.factorize(country)
+        # A customer list is mostly one country; checking that is cheaper than a factorize.
+        if len(country) and (country == country[0]).all():
+            codes, countries = np.zeros(len(country), dtype=np.intp), [country[0]]
+        else:
+            codes, countries = pd.factorize(country)
         for index, code in enumerate(countries):
             plan = _CALLING_CODES.get(code)
             if plan is None:
