@@ -160,8 +160,9 @@ def plan_backfill(settings: Settings, run_id: str, *, as_of: datetime | None = N
     c, e = stripe_conversions, capi_events
     # First the run's conversions, each with the reason it is excluded whatever the ledger says,
     # narrowed to four columns before the join with the ledger: a million wide rows carried
-    # through that hash join spill to disk (MATERIALIZED keeps PostgreSQL from folding the CTE
-    # back into it). Opt-outs are LEFT JOINs, each matching at most one row (the key is the
+    # through that hash join spill to disk. OFFSET 0 keeps PostgreSQL from folding the subquery
+    # back into the join; unlike a MATERIALIZED CTE it does not write the narrowed rows out first
+    # (2.50x the bare anti-join at 1M against 2.79x, BENCHMARKS.md). Opt-outs are LEFT JOINs, each matching at most one row (the key is the
     # primary key): an EXISTS per conversion probed an index a million times, and PostgreSQL
     # evaluated it once per CASE that used it.
     by_email = consent_opt_outs.alias("opted_out_email")
@@ -184,8 +185,8 @@ def plan_backfill(settings: Settings, run_id: str, *, as_of: datetime | None = N
                                          by_customer.c.key_value == c.c.customer_id))
         )
         .where(c.c.run_id == run_id)
-        .cte("run_conversions")
-        .prefix_with("MATERIALIZED")
+        .offset(0)
+        .subquery("run_conversions")
     )
     excluded = (
         select(
