@@ -7,6 +7,8 @@
     adloop sandbox ...                run the Stripe and Meta emulators
     adloop opt-out EMAIL...           record customers who declined tracking
     adloop webhook                    the real-time receiver: Stripe webhooks, bookings, consent, pixel.js
+    adloop warehouse upgrade|current  bring the warehouse to the newest schema revision, or show its revision
+    adloop warehouse revision -m MSG  write the next revision after changing a Table (developers)
 """
 
 from __future__ import annotations
@@ -111,6 +113,48 @@ def _webhook(args) -> int:
     return 0
 
 
+def _warehouse_upgrade(args) -> int:
+    from adloop.warehouse import connect, migrations
+
+    engine = connect(args.url)
+    try:
+        done = migrations.upgrade(engine)
+    except migrations.MigrationError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{engine.url}: {done}")
+    return 0
+
+
+def _warehouse_current(args) -> int:
+    from adloop.warehouse import connect, migrations
+
+    engine = connect(args.url)
+    with engine.connect() as conn:
+        found = migrations.current_revision(conn)
+    newest = migrations.head()
+    if found == newest:
+        print(f"{engine.url}: revision {found}, the newest")
+    elif found is None:
+        print(f"{engine.url}: no revision (no {migrations.VERSION_TABLE} table, or an empty one); "
+              "`adloop warehouse upgrade` builds or stamps it")
+    else:
+        print(f"{engine.url}: revision {found}, the newest is {newest}; `adloop warehouse upgrade` upgrades it")
+    return 0
+
+
+def _warehouse_revision(args) -> int:
+    from adloop.warehouse import migrations
+
+    path = migrations.revision(args.message, scratch_url=args.scratch_url)
+    if path is None:
+        print("The Tables match the revisions: there is no revision to write.")
+        return 0
+    print(f"wrote {path}\nRead it (renames, data moves and partial-index conditions are yours to write), "
+          "then commit it with the Table change.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from adloop import local
 
@@ -169,6 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8090)
     p.set_defaults(func=_webhook)
+
+    p = sub.add_parser("warehouse", help="the warehouse's schema revisions (Alembic migrations)")
+    warehouse = p.add_subparsers(dest="warehouse_command", required=True)
+    url_help = "SQLAlchemy URL of the warehouse (default: ADLOOP_WAREHOUSE_URL, else the local SQLite file)"
+    p = warehouse.add_parser("upgrade", help="bring the warehouse to the newest revision (what every task does first)")
+    p.add_argument("--url", default=layout.warehouse_url, help=url_help)
+    p.set_defaults(func=_warehouse_upgrade)
+    p = warehouse.add_parser("current", help="show the warehouse's revision and the newest one")
+    p.add_argument("--url", default=layout.warehouse_url, help=url_help)
+    p.set_defaults(func=_warehouse_current)
+    p = warehouse.add_parser("revision", help="write the next revision from how the Tables differ from the revisions")
+    p.add_argument("-m", "--message", required=True, help="what changed, e.g. \"backfill_plan keeps the attempt\"")
+    p.add_argument("--scratch-url", help="an empty database to run the revisions on (default: a temporary SQLite "
+                                         "file); changes to it are rolled back")
+    p.set_defaults(func=_warehouse_revision)
     return parser
 
 

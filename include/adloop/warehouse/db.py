@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import sqlite3
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
+
+from adloop.warehouse import migrations, schema
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=8)
@@ -22,7 +30,7 @@ def connect(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
@@ -30,15 +38,74 @@ def connect(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Create any missing table. Existing tables are left as they are.
+def _switch_to_wal(cur, *, attempts: int = 200) -> None:
+    """WAL mode, which the file keeps once set.
 
-    Known shortcoming: there are no versioned migrations yet, so a changed column needs a manual
-    ALTER; the deployment issue brings Alembic migrations.
+    Setting it on a new file needs the file to itself for a moment, and SQLite answers "database
+    is locked" at once instead of waiting out the busy timeout; processes that open a new
+    warehouse together (workers starting on a fresh install) try again.
     """
-    from adloop.warehouse.tables import metadata
+    for attempt in range(attempts):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
-    metadata.create_all(engine, checkfirst=True)
+
+# Warehouses this process has seen at the newest revision, so later calls cost a set lookup.
+_at_head: set[object] = set()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Bring the warehouse to the newest revision of `adloop.warehouse.migrations`.
+
+    Called at the start of every task that touches the warehouse. The first call per process
+    and warehouse reads the version table; later ones are a set lookup. Only a warehouse behind
+    the newest revision (or without one) takes the migration lock and migrates.
+    """
+    key = _warehouse_key(engine)
+    if key in _at_head:
+        return
+
+    newest = migrations.head()
+    with engine.connect() as conn:
+        found = migrations.current_revision(conn)
+    if found != newest:
+        log.info("warehouse %s: %s", engine.url, migrations.upgrade(engine))
+
+    if key is not None:
+        _at_head.add(key)
+
+
+def _warehouse_key(engine: Engine) -> object:
+    """What names one warehouse in this process; None for one not worth remembering.
+
+    A SQLite file is also named by its inode, so a file deleted and made again (the demo starts
+    from an empty state folder) is checked again. An in-memory database is new with each engine.
+    """
+    url = engine.url
+    if url.get_backend_name() != "sqlite":
+        return url.render_as_string(hide_password=False)
+    if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+        return None
+    try:
+        stat = os.stat(url.database)
+    except OSError:  # not created yet: the next call names it
+        return None
+    return (url.database, stat.st_dev, stat.st_ino)
+
+
+@event.listens_for(schema.metadata, "after_drop")
+def _forget_dropped(metadata, connection, **_kw) -> None:
+    """`metadata.drop_all` empties a warehouse (the tests reset theirs so): take the version table
+    with the tables, so the next `ensure_schema` builds them again rather than trust a revision
+    whose tables are gone."""
+    _at_head.clear()
+    if not set(inspect(connection).get_table_names()) & set(metadata.tables):
+        connection.execute(text(f"DROP TABLE IF EXISTS {migrations.VERSION_TABLE}"))
 
 
 def _insert_for(engine: Engine, table: Table):
