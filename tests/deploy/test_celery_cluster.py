@@ -136,7 +136,7 @@ def test_the_dags_run_on_celery_workers_and_survive_losing_one(cluster, studio):
     assert len(expected) > 4 * BATCH
 
     # Slow answers from Meta keep the backfill sending long enough to kill its worker mid-way.
-    meta.add_fault("meta", "slow", delay_seconds=1.0, path_contains="/events")
+    meta.add_fault("meta", "slow", delay_seconds=2.0, path_contains="/events")
     logical_date = (end + timedelta(minutes=1)).isoformat()
     runs = {
         "stripe_capi_reconciliation": api.trigger("stripe_capi_reconciliation", logical_date=logical_date),
