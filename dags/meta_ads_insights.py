@@ -14,7 +14,8 @@ figures is appended to `ad_insights_history`). Then `finish_insights` marks the
 `check_rejected_days` turns the run red if the gate kept any day out.
 
 **Needs**: Connections `meta_default` (access token with `ads_read`; extra `ad_account_ids`,
-optional `insights` tuning such as `{"page_size": 500}`) and `warehouse_default`.
+optional `insights` tuning such as `{"page_size": 500}`) and `warehouse_default`; optionally
+`adloop_alerts`, where a failed task's alert (what failed, what to do) is sent.
 
 **Changes**: nothing on Meta (reads only). Tables `ad_insights_daily`, `ad_insights_history`,
 `ad_account_daily`, `meta_ads`, `insights_runs`, `insights_staging` (emptied after each load),
@@ -40,16 +41,15 @@ AD_INSIGHTS = Asset(name="adloop_ad_insights_daily", uri="adloop://warehouse/ad_
 
 
 def _run() -> tuple:
-    """Settings, run id, the run's end, the Params' dates, and the insights tuning of meta_default."""
-    from adloop_hooks import _connection, adloop_settings
+    """Settings, run id, the run's end and the Params' dates."""
+    from adloop_hooks import adloop_settings
 
     ctx = get_current_context()
     params = ctx["params"]
     end = ctx.get("data_interval_end") or ctx["dag_run"].run_after
     since = dt.date.fromisoformat(params["since"]) if params.get("since") else None
     until = dt.date.fromisoformat(params["until"]) if params.get("until") else None
-    tuning = (_connection("meta_default").extra_dejson or {}).get("insights") or {}
-    return adloop_settings(stripe=False), ctx["run_id"], end, since, until, tuning
+    return adloop_settings(stripe=False), ctx["run_id"], end, since, until
 
 
 def _no_retry(call, *args, **kwargs):
@@ -62,6 +62,13 @@ def _no_retry(call, *args, **kwargs):
         raise AirflowFailException(str(exc)) from exc
 
 
+def _alert_on_failure(context) -> None:
+    """Tell the engineer what failed and what to do (README, "Alerts"); loads nothing until a task fails."""
+    from adloop_hooks import alert_on_failure
+
+    alert_on_failure(context)
+
+
 @dag(
     dag_id=DAG_ID,
     schedule="15 6 * * *",
@@ -70,7 +77,12 @@ def _no_retry(call, *args, **kwargs):
     max_active_runs=1,
     doc_md=__doc__,
     tags=["adloop", "insights"],
-    default_args={"owner": "data-engineering", "retries": 2, "retry_delay": dt.timedelta(minutes=5)},
+    default_args={
+        "owner": "data-engineering",
+        "retries": 2,
+        "retry_delay": dt.timedelta(minutes=5),
+        "on_failure_callback": _alert_on_failure,
+    },
     params={
         "since": Param(
             None,
@@ -103,9 +115,9 @@ def meta_ads_insights():
         from adloop import insights
         from adloop.meta.insights import InsightsOptions
 
-        settings, run_id, end, since, until, tuning = _run()
+        settings, run_id, end, since, until = _run()
         return _no_retry(insights.fetch_insights, settings, account_id, run_id, end, since=since, until=until,
-                         options=InsightsOptions.from_extra(tuning))
+                         options=InsightsOptions.from_extra(settings.meta.insights))
 
     @task
     def gate_insights(fetched: dict) -> dict:

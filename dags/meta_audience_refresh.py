@@ -18,7 +18,8 @@ whole `usersreplace`) → `create_lookalikes`.
 
 **Needs**: Connections `meta_default` (access token; extra `ad_account_ids`), `warehouse_default`
 (SQLAlchemy URL), and `app_db` (the app's database: extra `{"url": ...}`, or a postgres / sqlite
-Connection; without it the segments use what the warehouse already has).
+Connection; without it the segments use what the warehouse already has); optionally
+`adloop_alerts`, where a failed task's alert (what failed, what to do) is sent.
 
 **Changes**: custom audiences and Lookalikes on the Meta ad account (created when missing, found
 by name, never duplicated); tables `app_users`, `app_bookings`, `app_memberships`,
@@ -77,6 +78,13 @@ def _no_retry(call, *args, **kwargs):
         raise AirflowFailException(str(exc)) from exc
 
 
+def _alert_on_failure(context) -> None:
+    """Tell the engineer what failed and what to do (README, "Alerts"); loads nothing until a task fails."""
+    from adloop_hooks import alert_on_failure
+
+    alert_on_failure(context)
+
+
 @dag(
     dag_id=DAG_ID,
     schedule="0 5 * * *",
@@ -85,7 +93,12 @@ def _no_retry(call, *args, **kwargs):
     max_active_runs=1,
     doc_md=__doc__,
     tags=["adloop", "audiences"],
-    default_args={"owner": "marketing", "retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+    default_args={
+        "owner": "marketing",
+        "retries": 2,
+        "retry_delay": dt.timedelta(minutes=2),
+        "on_failure_callback": _alert_on_failure,
+    },
     params={
         "audiences": Param(
             AUDIENCE_KEYS,
@@ -205,12 +218,13 @@ def meta_audience_refresh():
             from adloop_hooks import adloop_settings
 
             _label(audience_key)
+            settings = adloop_settings(stripe=False)
             return _no_retry(
                 sync.apply_sync,
-                adloop_settings(stripe=False),
+                settings,
                 audience_key,
                 _run()["run_id"],
-                batch_rows=_audience_batch_rows(),
+                batch_rows=settings.meta.audience_batch_rows,
             )
 
         @task(map_index_template="{{ audience_key }}")
@@ -234,14 +248,6 @@ def _app_db_connection():
     from airflow.sdk import BaseHook
 
     return BaseHook.get_connection("app_db")
-
-
-def _audience_batch_rows() -> int:
-    """Rows per request: Meta's 10,000, unless meta_default's extra sets audience_batch_rows (tests)."""
-    from airflow.sdk import BaseHook
-
-    extra = BaseHook.get_connection("meta_default").extra_dejson or {}
-    return int(extra.get("audience_batch_rows") or 10_000)
 
 
 meta_audience_refresh()

@@ -17,7 +17,8 @@ the file `.adloop/reports/roas_report.html` (`ADLOOP_REPORT_DIR` moves it).
 **Targets**: the Airflow Variable `adloop_roas` (JSON: `{"target_roas": 2.0, "min_spend": 100,
 "window_days": 14}`) sets them for the scheduled runs; the Params of a manual run override it.
 
-**Needs**: Connection `warehouse_default`.
+**Needs**: Connection `warehouse_default`; optionally `adloop_alerts`, where a failed task's alert
+(what failed, what to do) is sent.
 
 **Changes**: tables `roas_daily`, `roas_day_bounds`, `ad_recommendations`, `roas_reports`; the
 report file. Nothing on Meta: the recommendations are advice, not budget changes.
@@ -61,6 +62,13 @@ def _warehouse_url() -> str:
     return adloop_settings(stripe=False, meta=False).warehouse_url
 
 
+def _alert_on_failure(context) -> None:
+    """Tell the engineer what failed and what to do (README, "Alerts"); loads nothing until a task fails."""
+    from adloop_hooks import alert_on_failure
+
+    alert_on_failure(context)
+
+
 @dag(
     dag_id=DAG_ID,
     schedule=(AD_INSIGHTS | RECONCILIATION_RUNS),
@@ -69,7 +77,12 @@ def _warehouse_url() -> str:
     max_active_runs=1,
     doc_md=__doc__,
     tags=["adloop", "roas"],
-    default_args={"owner": "data-engineering", "retries": 1, "retry_delay": dt.timedelta(minutes=2)},
+    default_args={
+        "owner": "data-engineering",
+        "retries": 1,
+        "retry_delay": dt.timedelta(minutes=2),
+        "on_failure_callback": _alert_on_failure,
+    },
     params={
         "target_roas": Param(
             None,

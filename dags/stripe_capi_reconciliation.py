@@ -12,7 +12,8 @@ received, with the same `event_id` the Pixel used, so Meta counts each conversio
 after each request) → `verify_backfill` → `finish_run`.
 
 **Needs**: Connections `stripe_default` (secret key), `meta_default` (access token; extra
-`pixel_id`), `warehouse_default` (SQLAlchemy URL).
+`pixel_id`), `warehouse_default` (SQLAlchemy URL); optionally `adloop_alerts`, where a failed
+task's alert (what failed, what to do) is sent.
 
 **Changes**: events on the Meta pixel; tables `stripe_conversions`, `capi_events`,
 `backfill_plan`, `reconciliation_runs`, `quarantine`, `dq_results`.
@@ -65,6 +66,13 @@ def _no_retry(call, *args, **kwargs):
         raise AirflowFailException(str(exc)) from exc
 
 
+def _alert_on_failure(context) -> None:
+    """Tell the engineer what failed and what to do (README, "Alerts"); loads nothing until a task fails."""
+    from adloop_hooks import alert_on_failure
+
+    alert_on_failure(context)
+
+
 @dag(
     dag_id=DAG_ID,
     schedule="30 3 * * *",
@@ -73,7 +81,12 @@ def _no_retry(call, *args, **kwargs):
     max_active_runs=1,
     doc_md=__doc__,
     tags=["adloop", "conversions"],
-    default_args={"owner": "data-engineering", "retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+    default_args={
+        "owner": "data-engineering",
+        "retries": 2,
+        "retry_delay": dt.timedelta(minutes=2),
+        "on_failure_callback": _alert_on_failure,
+    },
     params={
         "window_start": Param(
             None,

@@ -6,10 +6,13 @@ process, reaching the emulators over HTTP exactly as it would reach Stripe and M
 
 from __future__ import annotations
 
+import json
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -36,6 +39,8 @@ class Studio:
     end: datetime
     log: Path
     meta_extra: dict = field(default_factory=dict)
+    # More AIRFLOW_CONN_* (or other) variables for the runs, e.g. an adloop_alerts Connection.
+    extra_env: dict = field(default_factory=dict)
     runs: int = 0
 
     @property
@@ -47,7 +52,7 @@ class Studio:
     def env(self) -> dict[str, str]:
         extra = {"backoff_base_seconds": 0.05, "backoff_max_seconds": 0.5, **self.meta_extra}
         conns = local.connections_env(self.warehouse_url, self.sandbox.stripe_url, self.sandbox.meta_url, **extra)
-        return local.airflow_env(self.airflow_home, conns)
+        return local.airflow_env(self.airflow_home, conns) | self.extra_env
 
     def next_logical_date(self) -> datetime:
         # Every run gets its own logical date (a minute apart), as nightly runs would.
@@ -114,3 +119,40 @@ def sqlite_studio(tmp_path, airflow_home):
     s = make_studio(tmp_path, airflow_home, f"sqlite:///{tmp_path / 'warehouse.db'}")
     yield s
     s.sandbox.stop()
+
+
+class AlertHook:
+    """A chat webhook on 127.0.0.1 that keeps the JSON of every POST it receives."""
+
+    def __init__(self):
+        self.received: list[dict] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                received.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0))))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_port}/services/T000/B000/alerts"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def connection_env(self) -> dict[str, str]:
+        return {"AIRFLOW_CONN_ADLOOP_ALERTS": json.dumps({"conn_type": "http", "host": self.url})}
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def alert_hook():
+    hook = AlertHook()
+    yield hook
+    hook.close()

@@ -15,6 +15,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
+from adloop import local
 from adloop.warehouse import connect
 from adloop.warehouse.schema import capi_events, dq_results, quarantine, reconciliation_runs
 
@@ -184,8 +185,9 @@ def test_bad_records_are_quarantined_with_reasons_and_the_rest_are_sent(sqlite_s
     assert runs(studio)[-1]["quarantined"] == 1
 
 
-def test_a_failed_gate_stops_the_run_before_meta(sqlite_studio):
+def test_a_failed_gate_stops_the_run_before_meta_and_alerts_the_engineer(sqlite_studio, alert_hook):
     studio = sqlite_studio
+    studio.extra_env = alert_hook.connection_env()
     session = _paid_session(studio)
     # A misconfigured checkout that put the customer's email where the browser id belongs.
     leaky = _variant(session, "leaky", metadata={"fbp": "zoe.obrien@example.com"})
@@ -201,3 +203,14 @@ def test_a_failed_gate_stops_the_run_before_meta(sqlite_studio):
     assert any(f.get("column") == "fbp" for f in failed)
     assert "zoe.obrien@example.com" not in gate.failed_expectations
     assert "gate stripe_conversions (gate_conversions) failed" in studio.log.read_text()
+
+    # One alert, for the task that failed (the tasks after it never ran), sent by its failure callback.
+    assert len(alert_hook.received) == 1, studio.log_tail()
+    text = alert_hook.received[0]["text"]
+    assert "stripe_capi_reconciliation › gate_conversions failed: data-quality gate failed" in text
+    assert "fbp must not contain '@': 1 of" in text
+    assert "dq_results" in text and "step = 'gate_conversions'" in text
+    assert "What to do:" in text and "Fix the data upstream" in text and "There is no override" in text
+    assert "try 1 of 3, not retried" in text and "log: http" in text
+    for secret in (local.SANDBOX_META_TOKEN, local.SANDBOX_STRIPE_KEY, "zoe.obrien@example.com"):
+        assert secret not in text
