@@ -354,10 +354,10 @@ def _meta_failure(exc: BaseException) -> _MetaFailure | None:
         return None
 
     gave_up = type(exc).__name__.endswith(_META_GAVE_UP)
-    error = getattr(exc, "error", None)  # AudienceApiError carries Meta's error as a MetaError
+    error = getattr(exc, "error", None)  # CapiFatalError, InsightsError, AudienceApiError carry it
     if error is not None and hasattr(error, "code"):
         return _MetaFailure(error.code, error.subcode, str(exc), gave_up)
-    # The other clients put MetaError.describe() in the message: "Meta error 190/463: ...".
+    # Errors raised without Meta's error object (the retries-exhausted kinds) name it in the message.
     found = _META_CODE.search(str(exc))
     code = int(found.group(1)) if found else None
     subcode = int(found.group(2)) if found and found.group(2) else None

@@ -39,6 +39,14 @@ USER_DATA_LIST_KEYS = {
 class CapiFatalError(RuntimeError):
     """Meta refused the request for a reason no retry or split can fix (token, permission)."""
 
+    def __init__(self, error: MetaError):
+        # Meta's error travels with the exception, so alerts read its code rather than the text.
+        super().__init__(f"{error.describe()}: {error.advice()}")
+        self.error = error
+
+    def __reduce__(self):  # pickles by Meta's error, which is what __init__ takes
+        return type(self), (self.error,)
+
 
 class CapiRetriesExhausted(RuntimeError):
     """Meta kept failing transiently; the events stay in flight for the next attempt."""
@@ -131,7 +139,7 @@ class CapiSender:
                 if error.rejects_data:
                     return error
                 if not error.transient:
-                    raise CapiFatalError(f"{error.describe()}: {error.advice()}") from None
+                    raise CapiFatalError(error) from None
                 reason = error.describe()
             except (requests.Timeout, requests.ConnectionError) as exc:
                 # A timeout is in doubt: Meta may have taken the events. Sending them again is

@@ -72,6 +72,14 @@ DONE, FAILED, SKIPPED = "Job Completed", "Job Failed", "Job Skipped"
 class InsightsError(RuntimeError):
     """Meta refused the request for a reason no retry can fix (token, permission, bad query)."""
 
+    def __init__(self, error: MetaError):
+        # Meta's error travels with the exception, so alerts read its code rather than the text.
+        super().__init__(f"{error.describe()}: {error.advice()}")
+        self.error = error
+
+    def __reduce__(self):  # pickles by Meta's error, which is what __init__ takes
+        return type(self), (self.error,)
+
 
 class InsightsRetriesExhausted(RuntimeError):
     """Meta kept failing transiently; a later run (or a task retry) picks the window up again."""
@@ -281,7 +289,7 @@ class InsightsClient:
             except FacebookRequestError as exc:
                 error = from_sdk_error(exc)
                 if not _retryable(error):
-                    raise InsightsError(f"{error.describe()}: {error.advice()}") from None
+                    raise InsightsError(error) from None
                 if error.code in _THROTTLE_CODES:
                     self.stats.throttled += 1
                 headers_wait = _pace_seconds(exc.http_headers())
