@@ -19,7 +19,7 @@ Then both tables are VACUUM ANALYZEd (as autovacuum would have done in a warehou
 over weeks), and, interleaved, --repeat times each:
 
 (a) adloop: `reconcile.plan_backfill(settings, run_id)` in a fresh Python process, timed around
-    the call, which also reports that process's peak RSS (getrusage ru_maxrss). Each run starts
+    the call, which also reports that process's peak RSS (VmHWM in /proc/self/status). Each run starts
     from an empty `backfill_plan` (emptied, untimed, before it), as a nightly run plans once;
 (b) the bare anti-join of the issue, the least any diff must do: find the run's conversions the
     ledger has not got and write them to a table,
@@ -37,8 +37,8 @@ over weeks), and, interleaved, --repeat times each:
 
 plan_backfill does more than (b): it checks opt-outs and the seven exclusions, writes the excluded
 and expired conversions too (about 230,000 rows of each million here, not 210,000), into a logged
-table with a primary key and the send index, replaces the run's previous plan, and counts the plan
-and the run's conversions for the run's record.
+table with a BRIN index on run_id, replaces the run's previous plan, and counts the plan and the
+run's conversions for the run's record.
 The fastest run of each counts.
 
 It prints, per size, both times, their ratio (aim: at most 1.5) and the peak RSS (aim: under
@@ -241,6 +241,22 @@ def time_plan(url: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS.
+
+    Not getrusage's ru_maxrss: Linux carries it over fork and exec, so a worker started by this
+    script would report the script's RSS whenever that is the larger.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker(url: str) -> None:
     from adloop import reconcile
     from adloop.settings import Settings
@@ -249,17 +265,17 @@ def worker(url: str) -> None:
     settings = Settings(warehouse_url=url)
     with connect(url).connect():  # the pool's first connection, as a task that ran before would have
         pass
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = peak_rss_mb()
     started = time.perf_counter()
     summary = reconcile.plan_backfill(settings, RUN_ID, as_of=AS_OF)
     seconds = time.perf_counter() - started
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_rss_mb()
     print(
         json.dumps(
             {
                 "seconds": seconds,
-                "peak_rss_mb": peak_kb / 1024,
-                "rss_before_mb": rss_before / 1024,
+                "peak_rss_mb": peak,
+                "rss_before_mb": rss_before,
                 "summary": summary,
             }
         )

@@ -161,12 +161,14 @@ def plan_backfill(settings: Settings, run_id: str, *, as_of: datetime | None = N
     # First the run's conversions, each with the reason it is excluded whatever the ledger says,
     # narrowed to four columns before the join with the ledger: a million wide rows carried
     # through that hash join spill to disk. OFFSET 0 keeps PostgreSQL from folding the subquery
-    # back into the join; unlike a MATERIALIZED CTE it does not write the narrowed rows out first
-    # (2.50x the bare anti-join at 1M against 2.79x, BENCHMARKS.md). Opt-outs are LEFT JOINs, each matching at most one row (the key is the
-    # primary key): an EXISTS per conversion probed an index a million times, and PostgreSQL
-    # evaluated it once per CASE that used it.
-    by_email = consent_opt_outs.alias("opted_out_email")
-    by_customer = consent_opt_outs.alias("opted_out_customer")
+    # back into the join; unlike a MATERIALIZED CTE it does not write the narrowed rows out first.
+    # Opt-outs are uncorrelated IN subqueries, which PostgreSQL hashes once (and SQLite indexes
+    # once): a correlated EXISTS probed an index a million times, and LEFT JOINs cost two hash
+    # join nodes over every conversion.
+    opted_out_emails = select(consent_opt_outs.c.key_value).where(consent_opt_outs.c.key_type == "em")
+    opted_out_customers = select(consent_opt_outs.c.key_value).where(
+        consent_opt_outs.c.key_type == "customer_id"
+    )
     no_keys = and_(*(c.c[k].is_(None) for k in ("em", "ph", "external_id", "fbp", "fbc")))
     # Order matters: a test-mode session is "test_mode" even if it was also refunded.
     exclusions = [
@@ -174,16 +176,11 @@ def plan_backfill(settings: Settings, run_id: str, *, as_of: datetime | None = N
         (c.c.payment_status != "paid", "unpaid"),
         (c.c.amount_minor <= 0, "zero_amount"),
         (c.c.amount_refunded_minor >= c.c.amount_minor, "fully_refunded"),
-        (or_(by_email.c.key_value.is_not(None), by_customer.c.key_value.is_not(None)), "opted_out"),
+        (or_(c.c.em.in_(opted_out_emails), c.c.customer_id.in_(opted_out_customers)), "opted_out"),
         (no_keys, "no_customer_data"),
     ]
     run = (
         select(c.c.event_id, c.c.event_name, c.c.event_time, case(*exclusions, else_=None).label("reason"))
-        .select_from(
-            c.outerjoin(by_email, and_(by_email.c.key_type == "em", by_email.c.key_value == c.c.em))
-            .outerjoin(by_customer, and_(by_customer.c.key_type == "customer_id",
-                                         by_customer.c.key_value == c.c.customer_id))
-        )
         .where(c.c.run_id == run_id)
         .offset(0)
         .subquery("run_conversions")
@@ -210,8 +207,8 @@ def plan_backfill(settings: Settings, run_id: str, *, as_of: datetime | None = N
         x.event_time >= min_sendable,
     )
     # What the ledger already has as sent, and nothing excludes, is "already sent": not written
-    # (three in four conversions on a typical night, and their logged, indexed rows cost more than
-    # the join itself); plan_summary counts them from the run's conversions.
+    # (three in four conversions on a typical night, and writing them cost more than the join
+    # itself); plan_summary counts them from the run's conversions.
     already_sent = and_(x.reason.is_(None), func.coalesce(x.ledger_status, "") == "sent")
     decision = case(
         (x.reason.is_not(None), "excluded"),
@@ -229,6 +226,12 @@ def plan_backfill(settings: Settings, run_id: str, *, as_of: datetime | None = N
         x.event_time,
     ).where(not_(already_sent))
     with engine.begin() as conn:
+        # The plan has no primary key, so the run's record is locked first: a second attempt
+        # planning the same run at the same time (a zombie beside its retry) waits here, then
+        # replaces this plan instead of adding a copy of it. (SQLite has one writer at a time.)
+        conn.execute(
+            select(reconciliation_runs.c.run_id).where(reconciliation_runs.c.run_id == run_id).with_for_update()
+        )
         conn.execute(delete(backfill_plan).where(backfill_plan.c.run_id == run_id))
         conn.execute(
             backfill_plan.insert().from_select(
@@ -253,28 +256,34 @@ def plan_backfill(settings: Settings, run_id: str, *, as_of: datetime | None = N
 def plan_summary(conn, run_id: str) -> dict:
     """The plan's counts. "Already sent" is every conversion of the run the plan does not hold."""
     p = backfill_plan
-    rows = conn.execute(
-        select(p.c.decision, p.c.reason, func.count(), func.sum(case((p.c.expiring_soon, 1), else_=0)))
-        .where(p.c.run_id == run_id, p.c.decision != "already_sent")
-        .group_by(p.c.decision, p.c.reason)
-    ).all()
+    # One pass over the run's plan, each figure a filtered count: a GROUP BY sorted the freshly
+    # written rows on disk, because their table's statistics did not know about them yet. Only
+    # excluded rows have a reason, and only sendable ones expire soon.
+    figures = {
+        "send": p.c.decision == "send",
+        "expiring_soon": p.c.expiring_soon,
+        "expired": p.c.decision == "expired",
+        "excluded": p.c.decision == "excluded",
+        **{reason: p.c.reason == reason for reason in EXCLUSION_REASONS},
+    }
+    counted = conn.execute(
+        select(*(func.count().filter(condition).label(name) for name, condition in figures.items()))
+        .where(p.c.run_id == run_id)
+    ).one()._mapping
     # An index-only count on ix_stripe_conversions_run_id. It relies on stripe_conversions.run_id
     # still naming this run, so the figure is taken when the plan is written; a later run whose
     # window overlaps takes those conversions over, and its own plan counts them.
     conversions = conn.execute(
         select(func.count()).select_from(stripe_conversions).where(stripe_conversions.c.run_id == run_id)
     ).scalar_one()
-    summary = {"send": 0, "already_sent": 0, "expired": 0, "excluded": 0, "expiring_soon": 0}
-    by_reason: dict[str, int] = {}
-    for decision, reason, n, soon in rows:
-        summary[decision] = summary.get(decision, 0) + n
-        if decision == "send":
-            summary["expiring_soon"] += int(soon or 0)
-        if reason:
-            by_reason[reason] = n
-    summary["already_sent"] = conversions - summary["send"] - summary["expired"] - summary["excluded"]
-    summary["excluded_by_reason"] = dict(sorted(by_reason.items()))
-    return summary
+    return {
+        "send": counted["send"],
+        "already_sent": conversions - counted["send"] - counted["expired"] - counted["excluded"],
+        "expired": counted["expired"],
+        "excluded": counted["excluded"],
+        "expiring_soon": counted["expiring_soon"],
+        "excluded_by_reason": {r: counted[r] for r in sorted(EXCLUSION_REASONS) if counted[r]},
+    }
 
 
 # --- send --------------------------------------------------------------------------------------
@@ -286,6 +295,11 @@ def _pending_batches(engine, run_id: str, batch_size: int):
     Keyset pagination on (event_time, event_id) keeps each query small and the memory flat, and
     re-reading the ledger for every batch means events another sender settled meanwhile (the
     webhook) are skipped.
+
+    Known shortcoming: each batch's query hash-joins the run's plan with the ledger again, about
+    1 s per batch at a million conversions (fine for a night's hundreds, and of the order of
+    Meta's own answer per request). Streaming the plan once through a server-side cursor and
+    claiming each batch with a conditional ledger update would make it one pass.
     """
     p, c, e = backfill_plan, stripe_conversions, capi_events
     cols = [c.c[name] for name in (

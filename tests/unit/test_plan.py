@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from adloop import reconcile
 from adloop.settings import Settings
@@ -121,3 +123,48 @@ def test_plan_decides_each_conversion_once(warehouse_url):
     # Planning again replaces the plan rather than adding to it.
     again = reconcile.plan_backfill(Settings(warehouse_url=warehouse_url), "run-1", as_of=AS_OF)
     assert again == summary
+    assert plan_rows(engine, "run-1") == (15, 15)
+
+
+def plan_rows(engine, run_id):
+    """The run's plan rows, and how many distinct conversions they name."""
+    p = backfill_plan
+    with engine.connect() as conn:
+        rows = conn.execute(select(func.count()).where(p.c.run_id == run_id)).scalar_one()
+        keys = conn.execute(
+            select(func.count()).select_from(
+                select(p.c.event_id, p.c.event_name).where(p.c.run_id == run_id).distinct().subquery()
+            )
+        ).scalar_one()
+    return rows, keys
+
+
+def test_two_attempts_planning_one_run_at_once_write_one_plan(warehouse_url):
+    """The plan has no primary key: a zombie attempt beside its retry must not write it twice."""
+    engine = connect(warehouse_url)
+    with engine.begin() as conn:
+        upsert_rows(conn, stripe_conversions, [conversion(f"cs_{n}") for n in range(20)])
+        conn.execute(reconciliation_runs.insert().values(
+            run_id="run-1", window_start=AS_OF, window_end=AS_OF, dry_run=False, status="extracted"))
+    settings = Settings(warehouse_url=warehouse_url)
+    errors = []
+
+    def plan():
+        try:
+            reconcile.plan_backfill(settings, "run-1", as_of=AS_OF)
+        except Exception as exc:  # pragma: no cover - reported by the assert below
+            errors.append(exc)
+
+    # Hold the run's record, so both attempts are under way before either can finish.
+    with engine.begin() as conn:
+        conn.execute(update(reconciliation_runs).where(reconciliation_runs.c.run_id == "run-1")
+                     .values(status="extracted"))
+        attempts = [threading.Thread(target=plan) for _ in range(2)]
+        for attempt in attempts:
+            attempt.start()
+        time.sleep(1)
+    for attempt in attempts:
+        attempt.join(timeout=60)
+
+    assert errors == []
+    assert plan_rows(engine, "run-1") == (20, 20)

@@ -31,6 +31,20 @@ def upgrade_by_revisions(url: str) -> None:
     _run(url, "upgrade", "head")
 
 
+def older_adloop_warehouse(url: str) -> None:
+    """What an adloop from before migrations made: revision 0001's tables, and no version table."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    from adloop.warehouse.migrations import BASELINE, VERSION_TABLE
+
+    _run(url, "upgrade", BASELINE)
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE {VERSION_TABLE}")
+    engine.dispose()
+
+
 def downgrade_by_revisions(url: str) -> None:
     _run(url, "downgrade", "base")
 

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 import sqlalchemy
-from migration_helpers import schema_differences
+from migration_helpers import older_adloop_warehouse, schema_differences
 from sqlalchemy.pool import NullPool
 
 from adloop.warehouse import connect, db, ensure_schema, migrations
-from adloop.warehouse.schema import consent_opt_outs
+from adloop.warehouse.schema import backfill_plan, consent_opt_outs
 from adloop.warehouse.tables import metadata
 
 WRITES = ("CREATE", "ALTER", "DROP", "INSERT", "UPDATE", "DELETE")
@@ -82,24 +82,27 @@ def test_at_head_a_new_process_does_not_import_alembic(tmp_path):
 
 
 def test_a_warehouse_of_an_older_adloop_is_stamped_and_keeps_its_rows(empty_url):
+    older_adloop_warehouse(empty_url)
     engine = _engine(empty_url)
-    metadata.create_all(engine)  # what ensure_schema did before migrations
     with engine.begin() as conn:
         conn.execute(consent_opt_outs.insert().values(key_type="customer_id", key_value="cus_1", source="manual",
                                                       recorded_at=sqlalchemy.func.now()))
+        conn.execute(backfill_plan.insert().values(run_id="r", event_id="cs_1", event_name="Purchase",
+                                                   decision="send", expiring_soon=False, event_time=1))
 
-    ensure_schema(engine)
+    ensure_schema(engine)  # stamps 0001, then runs the later revisions (0002 rebuilds backfill_plan)
 
     with engine.connect() as conn:
         assert conn.execute(sqlalchemy.select(consent_opt_outs.c.key_value)).scalars().all() == ["cus_1"]
+        assert conn.execute(sqlalchemy.select(backfill_plan.c.event_id)).scalars().all() == ["cs_1"]
         assert schema_differences(conn) == []
     engine.dispose()
     assert _revisions(empty_url) == [migrations.head()]
 
 
 def test_a_warehouse_of_an_older_adloop_that_differs_is_refused_with_what_differs(empty_url):
+    older_adloop_warehouse(empty_url)
     engine = _engine(empty_url)
-    metadata.create_all(engine)
     with engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE consent_opt_outs DROP COLUMN source")
         conn.exec_driver_sql("DROP INDEX ix_capi_events_status")

@@ -48,7 +48,8 @@ def test_the_revisions_make_the_same_indexes_as_create_all(empty_url):
     engine.dispose()
 
     assert by_revisions == by_create_all
-    assert any("decision" in definition for definition in by_revisions.values())  # the partial index is there
+    if engine.dialect.name == "postgresql":  # the index method, which the comparison above cannot see
+        assert "USING brin" in by_revisions["ix_backfill_plan_run_id"]
 
 
 def test_downgrade_to_base_leaves_an_empty_warehouse(empty_url):

@@ -42,8 +42,23 @@ def test_upgrade_refuses_tables_it_cannot_vouch_for_and_says_why(tmp_path):
     assert "Traceback" not in out.stderr
 
 
-def test_revision_with_nothing_changed_writes_nothing():
-    out = _adloop("revision", "-m", "nothing changed", check=True)
+def test_revision_with_nothing_changed_writes_nothing(tmp_path):
+    # On a copy of the scripts: were the Tables ever ahead of the revisions, the real folder
+    # would otherwise gain a revision from a test run.
+    script = textwrap.dedent(f"""
+        import shutil
+        from pathlib import Path
+
+        from adloop import cli
+        from adloop.warehouse import migrations
+
+        copy = Path({str(tmp_path)!r}) / "migrations"
+        shutil.copytree(migrations.HERE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+        migrations.HERE, migrations.VERSIONS = copy, copy / "versions"
+        raise SystemExit(cli.main(["warehouse", "revision", "-m", "nothing changed"]))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
     assert "there is no revision to write" in out.stdout
 
 
@@ -63,6 +78,7 @@ def test_revision_writes_the_next_numbered_revision_and_it_builds_the_changed_ta
         copy = Path({str(tmp_path)!r}) / "migrations"
         shutil.copytree(migrations.HERE, copy, ignore=shutil.ignore_patterns("__pycache__"))
         migrations.HERE, migrations.VERSIONS = copy, copy / "versions"
+        following = f"{{int(migrations.head()) + 1:04d}}"
         metadata.tables["quarantine"].append_column(sa.Column("note", sa.Text))
         sa.Table("adloop_notes", metadata, sa.Column("id", sa.Integer, primary_key=True))
 
@@ -72,15 +88,19 @@ def test_revision_writes_the_next_numbered_revision_and_it_builds_the_changed_ta
         with engine.begin() as conn:
             migrations._run_upgrade(conn)
             assert compare_metadata(MigrationContext.configure(conn, opts=migrations.CONTEXT_OPTIONS), metadata) == []
-            assert migrations.current_revision(conn) == "0002" == migrations.head()
+            assert migrations.current_revision(conn) == following == migrations.head()
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 
+    from adloop.warehouse import migrations
+
+    head = migrations.head()
+    following = f"{int(head) + 1:04d}"
     written = Path(out.stdout.strip().splitlines()[-1])
-    assert written.name == "0002_quarantine_keeps_a_note.py"
+    assert written.name == f"{following}_quarantine_keeps_a_note.py"
     text = written.read_text()
-    assert 'revision = "0002"' in text and 'down_revision = "0001"' in text
+    assert f'revision = "{following}"' in text and f'down_revision = "{head}"' in text
     assert "adloop_notes" in text and "batch_alter_table('quarantine'" in text
     lint = subprocess.run([RUFF, "check", "--no-cache", "--config", str(ROOT / "pyproject.toml"), str(written)],
                           capture_output=True, text=True)

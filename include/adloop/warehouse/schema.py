@@ -97,25 +97,27 @@ Index("ix_capi_events_status", capi_events.c.status)
 # decision beyond "already sent" (send, expired, or excluded with its reason). The ones the ledger
 # already has as sent, three in four on a typical night, are not written: plan_summary counts them
 # as the run's conversions the plan does not hold. The diff that fills it is one INSERT ... SELECT
-# in the warehouse. The send index holds only what send_backfill reads.
+# in the warehouse.
+#
+# A run's plan is written once, as one batch appended to the table, and only ever read or deleted
+# whole, by run_id. So it has no primary key and no B-tree: maintained row by row for a million
+# conversions, the key and the former send index (which send_backfill's query never used) added
+# 1.0 s to the 1.6 s of writing the plan without them (BENCHMARKS.md, section 2). A BRIN index
+# finds a run's block ranges and costs next to nothing on insert (on SQLite it is a plain index).
+# Rows are unique by construction: plan_backfill locks the run's record, deletes its plan and
+# writes one row per conversion of the run, in one transaction; the plan's gate checks it again.
 backfill_plan = Table(
     "backfill_plan",
     metadata,
-    Column("run_id", String(255), primary_key=True),
-    Column("event_id", String(255), primary_key=True),
-    Column("event_name", String(32), primary_key=True),
+    Column("run_id", String(255), nullable=False),
+    Column("event_id", String(255), nullable=False),
+    Column("event_name", String(32), nullable=False),
     Column("decision", String(16), nullable=False),  # send | expired | excluded
     Column("reason", String(64)),
     Column("expiring_soon", Boolean, nullable=False, default=False),
     Column("event_time", BigInteger, nullable=False),
 )
-Index(
-    "ix_backfill_plan_to_send",
-    backfill_plan.c.run_id,
-    backfill_plan.c.event_time,
-    postgresql_where=backfill_plan.c.decision == "send",
-    sqlite_where=backfill_plan.c.decision == "send",
-)
+Index("ix_backfill_plan_run_id", backfill_plan.c.run_id, postgresql_using="brin")
 
 reconciliation_runs = Table(
     "reconciliation_runs",
