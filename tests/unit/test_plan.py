@@ -168,3 +168,26 @@ def test_two_attempts_planning_one_run_at_once_write_one_plan(warehouse_url):
 
     assert errors == []
     assert plan_rows(engine, "run-1") == (20, 20)
+
+
+def test_pending_batches_are_oldest_first_full_and_skip_what_was_settled_meanwhile(warehouse_url):
+    engine = connect(warehouse_url)
+    times = {f"cs_{n:02d}": NOW - DAY - (20 - n) * 60 for n in range(20)}  # cs_00 is the oldest
+    with engine.begin() as conn:
+        upsert_rows(conn, stripe_conversions, [conversion(e, event_time=t) for e, t in times.items()])
+        conn.execute(reconciliation_runs.insert().values(
+            run_id="run-1", window_start=AS_OF, window_end=AS_OF, dry_run=False, status="extracted"))
+    reconcile.plan_backfill(Settings(warehouse_url=warehouse_url), "run-1", as_of=AS_OF)
+    # After planning, the webhook sends three of them and an earlier attempt left one in flight.
+    settled = {"cs_01": "sent", "cs_02": "sent", "cs_09": "quarantined", "cs_05": "in_flight"}
+    with engine.begin() as conn:
+        upsert_rows(conn, capi_events, [
+            {"event_id": e, "event_name": "Purchase", "source": "webhook", "status": s,
+             "event_time": times[e], "attempts": 1} for e, s in settled.items()])
+
+    batches = [[r["event_id"] for r in b] for b in reconcile._pending_batches(engine, "run-1", 4)]
+
+    pending = [e for e in sorted(times, key=times.get) if settled.get(e) in (None, "in_flight")]
+    assert [e for b in batches for e in b] == pending  # oldest first, each once, settled ones skipped
+    assert [len(b) for b in batches] == [4, 4, 4, 4, 1]  # topped up: as few requests as possible
+    assert set(batches[0][0:1]) == {"cs_00"} and "cs_05" in batches[0]
