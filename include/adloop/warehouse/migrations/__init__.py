@@ -30,6 +30,7 @@ version table, and every Airflow task process would otherwise pay for importing 
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -38,6 +39,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, inspect, text
+
+# Alembic announces each of its plugins at INFO whenever it runs; the revisions it runs are what
+# an operator wants to read (alembic.runtime.migration keeps saying those).
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 VERSION_TABLE = "adloop_schema_version"
 BASELINE = "0001"
