@@ -14,14 +14,14 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONPATH=/opt/adloop/plugins
 
 # tini reaps the task processes Airflow's workers start and forwards stop signals to them.
+# The compose file mounts named volumes on logs/ and auth/; Docker gives a new volume the owner of
+# the directory it is mounted over, so both exist here, owned by the user the services run as.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tini \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 50000 --gid 0 airflow \
  && mkdir -p /opt/airflow/logs /opt/airflow/auth /opt/adloop \
  && chown -R airflow:0 /opt/airflow /opt/adloop
-# The compose file mounts named volumes on logs/ and auth/; Docker gives a new volume the owner of
-# the directory it is mounted over, so both exist here, owned by the user the services run as.
 
 WORKDIR /opt/adloop
 RUN pip install uv
