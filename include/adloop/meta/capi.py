@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from adloop.meta.api import graph_api
-from adloop.meta.errors import MetaError, from_sdk_error, usage_wait_seconds
+from adloop.meta.errors import MetaError, MetaRefused, from_sdk_error, usage_wait_seconds
 from adloop.settings import MetaSettings
 
 log = logging.getLogger(__name__)
@@ -36,16 +36,8 @@ USER_DATA_LIST_KEYS = {
 }
 
 
-class CapiFatalError(RuntimeError):
+class CapiFatalError(MetaRefused):
     """Meta refused the request for a reason no retry or split can fix (token, permission)."""
-
-    def __init__(self, error: MetaError):
-        # Meta's error travels with the exception, so alerts read its code rather than the text.
-        super().__init__(f"{error.describe()}: {error.advice()}")
-        self.error = error
-
-    def __reduce__(self):  # pickles by Meta's error, which is what __init__ takes
-        return type(self), (self.error,)
 
 
 class CapiRetriesExhausted(RuntimeError):

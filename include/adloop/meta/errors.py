@@ -57,6 +57,21 @@ class MetaError:
         return "see the message and fbtrace_id in Events Manager"
 
 
+class MetaRefused(RuntimeError):
+    """Meta refused a request for a reason no retry can fix (token, permission, bad query).
+
+    Meta's error travels with the exception, so callers such as the alerts read its code and
+    subcode rather than parse the message.
+    """
+
+    def __init__(self, error: MetaError):
+        super().__init__(f"{error.describe()}: {error.advice()}")
+        self.error = error
+
+    def __reduce__(self):  # pickles by Meta's error, which is what __init__ takes
+        return type(self), (self.error,)
+
+
 def from_sdk_error(err) -> MetaError:
     """A MetaError from the SDK's FacebookRequestError."""
     body = err.body() if callable(getattr(err, "body", None)) else None

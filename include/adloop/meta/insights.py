@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 
-from adloop.meta.errors import MetaError, from_sdk_error, usage_wait_seconds
+from adloop.meta.errors import MetaError, MetaRefused, from_sdk_error, usage_wait_seconds
 from adloop.settings import MetaSettings
 
 log = logging.getLogger(__name__)
@@ -69,16 +69,8 @@ ACCOUNT_FIELDS = ("spend", "impressions")
 DONE, FAILED, SKIPPED = "Job Completed", "Job Failed", "Job Skipped"
 
 
-class InsightsError(RuntimeError):
+class InsightsError(MetaRefused):
     """Meta refused the request for a reason no retry can fix (token, permission, bad query)."""
-
-    def __init__(self, error: MetaError):
-        # Meta's error travels with the exception, so alerts read its code rather than the text.
-        super().__init__(f"{error.describe()}: {error.advice()}")
-        self.error = error
-
-    def __reduce__(self):  # pickles by Meta's error, which is what __init__ takes
-        return type(self), (self.error,)
 
 
 class InsightsRetriesExhausted(RuntimeError):
