@@ -172,7 +172,7 @@ def test_dropped_webhooks_are_filled_by_the_nightly_dag_and_meta_counts_each_con
     assert studio.run() == 0, studio.log_tail()
 
     counted = studio.counted_by_meta()
-    fully_refunded = {c.event_id for c in studio.business.conversions() if c.value and c.refunded >= c.value}
+    fully_refunded = studio.business.fully_refunded_ids()
     expected = delivered | (dropped - fully_refunded) | {"BKG-E2E-0001"}
     assert Counter(counted).most_common(1)[0][1] == 1
     assert set(counted) == expected

@@ -439,6 +439,16 @@ def test_expected_in_window_agrees_with_a_recount(business, by_type):
                 else "unsent"
             )
             recount[key].add(event_id)
+    # What the backfill sends: the unsent less what was refunded in full, recounted from refunds.
+    refunded: dict[str, int] = {}
+    for refund in by_type["refund"]:
+        refunded[refund["payment_intent"]] = refunded.get(refund["payment_intent"], 0) + refund["amount"]
+    paid = {s["id"]: (s["payment_intent"], s["amount_total"]) for s in by_type["checkout.session"]}
+    paid |= {sub_id: (i.get("payment_intent"), i["amount_paid"]) for sub_id, i in first_invoices(by_type).items()}
+    refunded_in_full = {e for e, (pi, amount) in paid.items() if amount and refunded.get(pi, 0) >= amount}
+    recount["to_backfill"] = recount["unsent"] - refunded_in_full
+    assert refunded_in_full and business.fully_refunded_ids() == refunded_in_full & set(expected)
+
     assert window == recount
     assert window["sent"] and window["unsent"]
 

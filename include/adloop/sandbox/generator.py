@@ -443,8 +443,9 @@ class Business:
     ) -> dict:
         """Event ids of live conversions with `by` (`event_time` or `created`) in `[start, end)`.
 
-        Returns `{"sent": set, "unsent": set, "opted_out": set}`: what the webhook delivered, what a
-        correct backfill still has to send, and what must never be sent (the customer opted out).
+        Returns `{"sent": set, "unsent": set, "opted_out": set, "to_backfill": set}`: what the
+        webhook delivered, what it never delivered, what must never be sent (the customer opted
+        out), and what a correct backfill sends: the unsent ones less those refunded in full.
         Zero-amount and unpaid sessions are never conversions; test-mode ones are left out here.
         """
         if by not in ("event_time", "created"):
@@ -461,7 +462,12 @@ class Business:
                 window["sent"].add(conversion.event_id)
             else:
                 window["unsent"].add(conversion.event_id)
+        window["to_backfill"] = window["unsent"] - self.fully_refunded_ids()
         return window
+
+    def fully_refunded_ids(self) -> set[str]:
+        """Event ids of conversions refunded in full, which the backfill excludes."""
+        return {c.event_id for c in self.conversions() if c.value > 0 and c.refunded >= c.value}
 
     def _count(self, stories: Iterable[_Story]) -> dict:
         objects: dict[str, int] = dict.fromkeys(_OBJECT_TYPES, 0)
