@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -26,7 +25,6 @@ from adloop.cluster import CeleryCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
-PG_SERVER = os.environ.get("ADLOOP_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/test").rsplit("/", 1)[0]
 REDIS_URL = os.environ.get("ADLOOP_TEST_REDIS", "redis://127.0.0.1:6379/0")
 DAGS = ["stripe_capi_reconciliation", "meta_audience_refresh", "meta_ads_insights", "roas_report"]
 AUDIENCES = ["paying_customers_180d", "active_members"]
@@ -34,29 +32,10 @@ BATCH = 4
 
 
 @pytest.fixture
-def pg_databases():
+def pg_databases(new_pg_database):
     """Two fresh PostgreSQL databases: Airflow's metadata and adloop's warehouse."""
-    admin = create_engine(f"{PG_SERVER}/test", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect():
-            pass
-    except Exception as e:  # noqa: BLE001 - any failure to reach it means the same here
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER}: {e}")
-        pytest.skip(f"PostgreSQL is not reachable at {PG_SERVER}")
-    suffix = uuid.uuid4().hex[:8]
-    names = [f"adloop_airflow_{suffix}", f"adloop_warehouse_{suffix}"]
-    with admin.connect() as conn:
-        for name in names:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield [f"{PG_SERVER}/{name}" for name in names]
-    from adloop.warehouse.db import connect
-
-    connect.cache_clear()
-    with admin.connect() as conn:
-        for name in names:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    with new_pg_database("adloop_airflow") as airflow_db, new_pg_database("adloop_warehouse") as warehouse:
+        yield [airflow_db, warehouse]
 
 
 @pytest.fixture

@@ -6,10 +6,7 @@ nothing, and on PostgreSQL each test gets a fresh database, so no revision or lo
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-import sqlalchemy
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -17,14 +14,5 @@ def empty_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'warehouse.db'}"
         return
-
-    session_url = request.getfixturevalue("pg_database")  # skips when PostgreSQL is not there
-    name = f"adloop_migrations_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(session_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield session_url.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
-
+    with request.getfixturevalue("new_pg_database")("adloop_migrations") as url:
+        yield url
