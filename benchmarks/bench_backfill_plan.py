@@ -1,6 +1,7 @@
 """How fast adloop plans a backfill on PostgreSQL, against the bare anti-join, and how much memory it takes.
 
     .venv/bin/python benchmarks/bench_backfill_plan.py --rows 1000000 --sizes 250000,500000
+    .venv/bin/python benchmarks/bench_backfill_plan.py --rows 1000000 --sizes '' --serial
 
 For each size N it creates a scratch database (`reconcile_plan_bench` unless --database says otherwise;
 dropped at the end), creates the schema with `adloop.warehouse.ensure_schema`, and fills it in the
@@ -33,16 +34,24 @@ over weeks), and, interleaved, --repeat times each:
     measured against this one;
 (c) the bare left join: the same join writing every conversion of the run with its ledger status
     into a logged table without indexes, as adloop's plan did before it stopped writing the
-    conversions the ledger already has as sent.
+    conversions the ledger already has as sent;
+(d) the bare anti-join of (b) given the route plan_backfill takes: CREATE TEMPORARY TABLE ... AS,
+    whose SELECT PostgreSQL may run on parallel workers, where it never runs the SELECT of an
+    INSERT in parallel. (a) against (d) is the like-for-like ratio: what the plan costs beyond the
+    least diff when both may use every core.
 
-plan_backfill does more than (b): it checks opt-outs and the seven exclusions, writes the excluded
-and expired conversions too (about 230,000 rows of each million here, not 210,000), into a logged
-table with a BRIN index on run_id, replaces the run's previous plan, and counts the plan and the
-run's conversions for the run's record.
+plan_backfill does more than (b): it checks opt-outs and the seven exclusions, keeps the excluded
+and expired conversions too (about 230,000 rows of each million here, not 210,000), writes them
+first into a temporary table as (d) does and then, with their decisions, into a logged table with
+a BRIN index on run_id, replaces the run's previous plan, and counts the plan and the run's
+conversions for the run's record.
 The fastest run of each counts.
 
-It prints, per size, both times, their ratio (aim: at most 1.5) and the peak RSS (aim: under
-500 MB, flat as N grows), and a JSON line per size for BENCHMARKS.md.
+--serial forbids parallel workers to every statement timed (PGOPTIONS), as on a server with none
+to spare; the worker also reports how many workers PostgreSQL planned for the plan's diff.
+
+It prints, per size, the times, (a) against (b) (aim: at most 1.5), (c) and (d), and the peak RSS
+(aim: under 500 MB, flat as N grows), and a JSON line per size for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -73,6 +82,14 @@ SELECT c.event_id, c.event_name, c.event_time, e.status
 FROM stripe_conversions c
 LEFT JOIN capi_events e USING (event_id, event_name)
 WHERE c.run_id = %(run_id)s
+"""
+
+BARE_ANTI_JOIN_PARALLEL = """
+CREATE TEMPORARY TABLE bare_diff ON COMMIT DROP AS
+SELECT c.event_id, c.event_name
+FROM stripe_conversions c
+LEFT JOIN capi_events e USING (event_id, event_name)
+WHERE e.event_id IS NULL AND c.run_id = %(run_id)s
 """
 
 BARE_ANTI_JOIN = """
@@ -258,13 +275,24 @@ def peak_rss_mb() -> float:
 
 
 def worker(url: str) -> None:
+    from sqlalchemy import event
+
     from adloop import reconcile
     from adloop.settings import Settings
     from adloop.warehouse import connect
 
     settings = Settings(warehouse_url=url)
-    with connect(url).connect():  # the pool's first connection, as a task that ran before would have
+    engine = connect(url)
+    with engine.connect():  # the pool's first connection, as a task that ran before would have
         pass
+    # Keep the diff's CREATE TABLE ... AS, to ask PostgreSQL afterwards how many workers it plans.
+    diffs = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def keep_diff(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("CREATE TEMPORARY TABLE"):
+            diffs.append(cursor.mogrify(statement, parameters).decode())
+
     rss_before = peak_rss_mb()
     started = time.perf_counter()
     summary = reconcile.plan_backfill(settings, RUN_ID, as_of=AS_OF)
@@ -276,16 +304,25 @@ def worker(url: str) -> None:
                 "seconds": seconds,
                 "peak_rss_mb": peak,
                 "rss_before_mb": rss_before,
+                "diff_workers_planned": [workers_planned(engine, statement) for statement in diffs],
                 "summary": summary,
             }
         )
     )
 
 
-def time_bare(url: str, statement: str, table: str) -> tuple[float, int]:
+def workers_planned(engine, statement: str) -> int:
+    """The parallel workers PostgreSQL plans for `statement` (EXPLAIN without ANALYZE runs nothing)."""
+    with engine.connect() as conn:
+        lines = conn.exec_driver_sql("EXPLAIN (COSTS OFF) " + statement.replace("%", "%%")).scalars().all()
+    return sum(int(line.split(":")[1]) for line in lines if "Workers Planned:" in line)
+
+
+def time_bare(url: str, statement: str, table: str | None) -> tuple[float, int]:
     import psycopg2
 
-    _empty(url, table)
+    if table:
+        _empty(url, table)
     conn = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
     try:
         started = time.perf_counter()
@@ -300,14 +337,17 @@ def time_bare(url: str, statement: str, table: str) -> tuple[float, int]:
 
 def measure(url: str, rows: int, repeat: int) -> dict:
     counts = load(url, rows)
-    plan_runs, bare_runs, left_runs = [], [], []
+    plan_runs, bare_runs, left_runs, parallel_runs = [], [], [], []
     for _ in range(repeat):
         plan_runs.append(time_plan(url))
         bare_runs.append(time_bare(url, BARE_ANTI_JOIN, "bare_plan"))
         left_runs.append(time_bare(url, BARE_LEFT_JOIN, "bare_all"))
+        parallel_runs.append(time_bare(url, BARE_ANTI_JOIN_PARALLEL, None))
     best_plan = min(plan_runs, key=lambda r: r["seconds"])
     best_bare, written = min(bare_runs)
     best_left, _ = min(left_runs)
+    best_parallel, parallel_written = min(parallel_runs)
+    assert parallel_written == written, (parallel_written, written)
     summary = best_plan["summary"]
     return {
         "benchmark": "bench_backfill_plan",
@@ -316,12 +356,16 @@ def measure(url: str, rows: int, repeat: int) -> dict:
         "plan_seconds": round(best_plan["seconds"], 3),
         "bare_anti_join_seconds": round(best_bare, 3),
         "bare_left_join_seconds": round(best_left, 3),
+        "bare_anti_join_parallel_seconds": round(best_parallel, 3),
+        "plan_vs_parallel_bare": round(best_plan["seconds"] / best_parallel, 2),
         "plan_vs_bare": round(best_plan["seconds"] / best_bare, 2),
         "plan_vs_left_join": round(best_plan["seconds"] / best_left, 2),
         "plan_runs_seconds": [round(r["seconds"], 3) for r in plan_runs],
         "bare_runs_seconds": [round(s, 3) for s, _ in bare_runs],
         "left_join_runs_seconds": [round(s, 3) for s, _ in left_runs],
+        "parallel_bare_runs_seconds": [round(s, 3) for s, _ in parallel_runs],
         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in plan_runs), 1),
+        "plan_diff_workers_planned": best_plan["diff_workers_planned"],
         "rss_before_plan_mb": round(max(r["rss_before_mb"] for r in plan_runs), 1),
         "missing_per_bare": written,
         "to_send": summary["send"],
@@ -361,7 +405,16 @@ def main() -> None:
     parser.add_argument(
         "--database", default="reconcile_plan_bench", help="scratch database, dropped at the end"
     )
+    parser.add_argument(
+        "--serial",
+        action="store_true",
+        help="forbid parallel workers (max_parallel_workers_per_gather = 0) for every statement timed, "
+        "as on a server with none to spare",
+    )
     args = parser.parse_args()
+    if args.serial:
+        # libpq reads PGOPTIONS for every connection, the worker's included (it inherits it).
+        os.environ["PGOPTIONS"] = "-c max_parallel_workers_per_gather=0"
 
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()} | {args.rows})
     url = create_database(args.database)
@@ -372,6 +425,7 @@ def main() -> None:
             print(f"loading {rows:,} conversions and ledger rows ...", flush=True)
             result = measure(url, rows, args.repeat)
             result["postgres"] = version
+            result["serial"] = args.serial
             result["python"] = platform.python_version()
             results.append(result)
             r = result
@@ -379,8 +433,10 @@ def main() -> None:
                 f"{rows:>10,} conversions: plan_backfill {r['plan_seconds']:6.2f} s, "
                 f"bare anti-join {r['bare_anti_join_seconds']:6.2f} s, ratio {r['plan_vs_bare']:.2f} "
                 f"(aim <= 1.5), bare left join {r['bare_left_join_seconds']:6.2f} s, "
-                f"ratio {r['plan_vs_left_join']:.2f}; peak RSS {r['peak_rss_mb']:.0f} MB (aim < 500); "
-                f"{r['to_send']:,} to send",
+                f"ratio {r['plan_vs_left_join']:.2f}, bare anti-join in parallel "
+                f"{r['bare_anti_join_parallel_seconds']:6.2f} s, ratio {r['plan_vs_parallel_bare']:.2f}; peak RSS {r['peak_rss_mb']:.0f} MB (aim < 500); "
+                f"{r['to_send']:,} to send; the plan's diff planned with "
+                f"{sum(r['plan_diff_workers_planned'])} parallel workers",
                 flush=True,
             )
     finally:

@@ -42,6 +42,8 @@ CHUNK_ROWS = 5_000
 EXPIRY_MARGIN_SECONDS = 3600
 EXPIRING_SOON_SECONDS = 24 * 3600
 HASHED_KEYS = stripe_source.HASHED_KEYS
+# The connection-local table plan_backfill writes the diff into before appending it to the plan.
+DIFF_TABLE = "backfill_diff"
 
 EXCLUSION_REASONS = (
     "test_mode",
@@ -145,12 +147,23 @@ def _land_chunk(engine, chunk: list[dict], run_id: str, default_country: str) ->
 
 
 def plan_backfill(settings: Settings, run_id: str, *, as_of: datetime | None = None) -> dict:
-    """Decide, in one INSERT ... SELECT, what happens to each conversion the run extracted.
+    """Decide what happens to each conversion the run extracted, in two set-based statements.
 
     The diff against the ledger is a join in the warehouse, so planning a million conversions
     costs one query, not a million lookups. The plan keeps only the conversions that need a
     decision beyond "already sent" (send, expired, excluded with its reason); the already-sent
     ones, most of a night's conversions, are counted, not written (see `plan_summary`).
+
+    The join writes its rows into a temporary table with CREATE TABLE ... AS, then one INSERT
+    appends them to `backfill_plan` with their decisions. PostgreSQL (as of 15) never runs the
+    SELECT of an INSERT in parallel, but does run the SELECT of a CREATE TABLE ... AS on several
+    workers; at a million conversions the join is nearly all of the cost, and copying the quarter
+    of the rows that survive it costs about a quarter as much (BENCHMARKS.md, section 2).
+
+    Known shortcoming: on a server with no parallel workers to spare this route is about a fifth
+    slower than one INSERT ... SELECT was. That INSERT narrowed the conversions to four columns in
+    a subquery PostgreSQL could not fold into the join (OFFSET 0), so fewer bytes spilled through
+    the join's batches; the same fence here would keep the join from running in parallel.
     """
     engine = connect(settings.warehouse_url)
     as_of = as_of or _now()
@@ -158,10 +171,6 @@ def plan_backfill(settings: Settings, run_id: str, *, as_of: datetime | None = N
     soon = min_sendable + EXPIRING_SOON_SECONDS
 
     c, e = stripe_conversions, capi_events
-    # First the run's conversions, each with the reason it is excluded whatever the ledger says,
-    # narrowed to four columns before the join with the ledger: a million wide rows carried
-    # through that hash join spill to disk. OFFSET 0 keeps PostgreSQL from folding the subquery
-    # back into the join; unlike a MATERIALIZED CTE it does not write the narrowed rows out first.
     # Opt-outs are uncorrelated IN subqueries, which PostgreSQL hashes once (and SQLite indexes
     # once): a correlated EXISTS probed an index a million times, and LEFT JOINs cost two hash
     # join nodes over every conversion.
@@ -170,61 +179,45 @@ def plan_backfill(settings: Settings, run_id: str, *, as_of: datetime | None = N
         consent_opt_outs.c.key_type == "customer_id"
     )
     no_keys = and_(*(c.c[k].is_(None) for k in ("em", "ph", "external_id", "fbp", "fbc")))
-    # Order matters: a test-mode session is "test_mode" even if it was also refunded.
-    exclusions = [
+    # Order matters: a test-mode session is "test_mode" even if it was also refunded. A reason
+    # excludes a conversion whatever the ledger says, so one sent and later refunded in full is
+    # reported as excluded, not as already sent.
+    reason = case(
         (not_(c.c.livemode), "test_mode"),
         (c.c.payment_status != "paid", "unpaid"),
         (c.c.amount_minor <= 0, "zero_amount"),
         (c.c.amount_refunded_minor >= c.c.amount_minor, "fully_refunded"),
         (or_(c.c.em.in_(opted_out_emails), c.c.customer_id.in_(opted_out_customers)), "opted_out"),
         (no_keys, "no_customer_data"),
-    ]
-    run = (
-        select(c.c.event_id, c.c.event_name, c.c.event_time, case(*exclusions, else_=None).label("reason"))
-        .where(c.c.run_id == run_id)
-        .offset(0)
-        .subquery("run_conversions")
+        else_=None,
     )
-    excluded = (
-        select(
-            run.c.event_id,
-            run.c.event_name,
-            run.c.event_time,
-            e.c.status.label("ledger_status"),
-            func.coalesce(
-                run.c.reason, case((e.c.status == "quarantined", "quarantined_earlier"), else_=None)
-            ).label("reason"),
-        )
-        .select_from(
-            run.outerjoin(e, and_(e.c.event_id == run.c.event_id, e.c.event_name == run.c.event_name))
-        )
-        .subquery("excluded")
+    # What the ledger already has as sent, and nothing excludes, is "already sent": not kept (three
+    # in four conversions on a typical night). The ledger's status is tested first, so the
+    # reasons are worked out twice only for the rows that are kept.
+    diff = (
+        select(c.c.event_id, c.c.event_name, c.c.event_time, e.c.status.label("ledger_status"), reason.label("reason"))
+        .select_from(c.outerjoin(e, and_(e.c.event_id == c.c.event_id, e.c.event_name == c.c.event_name)))
+        .where(c.c.run_id == run_id, or_(func.coalesce(e.c.status, "") != "sent", reason.is_not(None)))
+        .into(DIFF_TABLE, temporary=True)
     )
-    x = excluded.c
+    d = diff.table.alias("diff")
+    d_reason = func.coalesce(
+        d.c.reason, case((d.c.ledger_status == "quarantined", "quarantined_earlier"), else_=None)
+    )
     sendable = and_(
-        x.reason.is_(None),
-        func.coalesce(x.ledger_status, "").not_in(("sent", "expired")),
-        x.event_time >= min_sendable,
+        d_reason.is_(None),
+        func.coalesce(d.c.ledger_status, "") != "expired",
+        d.c.event_time >= min_sendable,
     )
-    # What the ledger already has as sent, and nothing excludes, is "already sent": not written
-    # (three in four conversions on a typical night, and writing them cost more than the join
-    # itself); plan_summary counts them from the run's conversions.
-    already_sent = and_(x.reason.is_(None), func.coalesce(x.ledger_status, "") == "sent")
-    decision = case(
-        (x.reason.is_not(None), "excluded"),
-        (not_(sendable), "expired"),
-        else_="send",
-    )
-    expiring_soon = case((and_(sendable, x.event_time < soon), True), else_=False)
-    diff = select(
+    decisions = select(
         bindparam("run_id", run_id).label("run_id"),
-        x.event_id,
-        x.event_name,
-        decision.label("decision"),
-        x.reason,
-        expiring_soon.label("expiring_soon"),
-        x.event_time,
-    ).where(not_(already_sent))
+        d.c.event_id,
+        d.c.event_name,
+        case((d_reason.is_not(None), "excluded"), (not_(sendable), "expired"), else_="send").label("decision"),
+        d_reason.label("reason"),
+        case((and_(sendable, d.c.event_time < soon), True), else_=False).label("expiring_soon"),
+        d.c.event_time,
+    )
     with engine.begin() as conn:
         # The plan has no primary key, so the run's record is locked first: a second attempt
         # planning the same run at the same time (a zombie beside its retry) waits here, then
@@ -233,11 +226,17 @@ def plan_backfill(settings: Settings, run_id: str, *, as_of: datetime | None = N
             select(reconciliation_runs.c.run_id).where(reconciliation_runs.c.run_id == run_id).with_for_update()
         )
         conn.execute(delete(backfill_plan).where(backfill_plan.c.run_id == run_id))
+        # Temporary tables belong to the connection, so no other attempt sees this one; it is
+        # dropped before the transaction ends, and a leftover from a failed attempt on this
+        # pooled connection first.
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {DIFF_TABLE}")
+        conn.execute(diff)
         conn.execute(
             backfill_plan.insert().from_select(
-                ["run_id", "event_id", "event_name", "decision", "reason", "expiring_soon", "event_time"], diff
+                ["run_id", "event_id", "event_name", "decision", "reason", "expiring_soon", "event_time"], decisions
             )
         )
+        conn.exec_driver_sql(f"DROP TABLE {DIFF_TABLE}")
         summary = plan_summary(conn, run_id)
         _set_run(
             conn, run_id, as_of=as_of, status="planned",

@@ -96,8 +96,9 @@ Index("ix_capi_events_status", capi_events.c.status)
 # The backfill plan of one reconciliation run: each conversion of the window that needs a
 # decision beyond "already sent" (send, expired, or excluded with its reason). The ones the ledger
 # already has as sent, three in four on a typical night, are not written: plan_summary counts them
-# as the run's conversions the plan does not hold. The diff that fills it is one INSERT ... SELECT
-# in the warehouse.
+# as the run's conversions the plan does not hold. The diff that fills it runs in the warehouse:
+# one CREATE TEMPORARY TABLE ... AS (which PostgreSQL may run in parallel) and one INSERT ... SELECT
+# appending its rows here (reconcile.plan_backfill).
 #
 # A run's plan is written once, as one batch appended to the table, and only ever read or deleted
 # whole, by run_id. So it has no primary key and no B-tree: maintained row by row for a million
