@@ -157,8 +157,8 @@ def plan_backfill(settings: Settings, run_id: str, *, as_of: datetime | None = N
     The join writes its rows into a temporary table with CREATE TABLE ... AS, then one INSERT
     appends them to `backfill_plan` with their decisions. PostgreSQL (as of 15) never runs the
     SELECT of an INSERT in parallel, but does run the SELECT of a CREATE TABLE ... AS on several
-    workers; at a million conversions the join is nearly all of the cost, and copying the quarter
-    of the rows that survive it costs about a quarter as much (BENCHMARKS.md, section 2).
+    workers. At a million conversions the join takes 1.3 s and appending the 23 % of rows that
+    survive it 0.3 s (BENCHMARKS.md, section 2).
 
     Known shortcoming: on a server with no parallel workers to spare this route is about a fifth
     slower than one INSERT ... SELECT was. That INSERT narrowed the conversions to four columns in
@@ -226,9 +226,9 @@ def plan_backfill(settings: Settings, run_id: str, *, as_of: datetime | None = N
             select(reconciliation_runs.c.run_id).where(reconciliation_runs.c.run_id == run_id).with_for_update()
         )
         conn.execute(delete(backfill_plan).where(backfill_plan.c.run_id == run_id))
-        # Temporary tables belong to the connection, so no other attempt sees this one; it is
-        # dropped before the transaction ends, and a leftover from a failed attempt on this
-        # pooled connection first.
+        # Temporary tables belong to the connection, so no other attempt sees this one. A failed
+        # attempt's table goes with its rolled-back transaction; the DROP IF EXISTS only guards a
+        # pooled connection on which something else left a table of that name.
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {DIFF_TABLE}")
         conn.execute(diff)
         conn.execute(
